@@ -1,0 +1,74 @@
+"""Turn stored cells into records: statistics from the raw samples, comparison to the baseline.
+
+A record is what `export --format json` writes for one cell; tables and CSV are views of it.
+"""
+
+from __future__ import annotations
+
+from quantbench.measure.stats import ratio_of_medians, summarize
+from quantbench.models import RANDOM_LABEL
+
+HEADLINE_METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_ms", "e2e_tok_s",
+                    "decode_ms_per_token", "token_latency_ms", "e2e_s")
+
+
+def build_records(store, run_id: str) -> list[dict]:
+    run = store.run(run_id)
+    env = store.env(run["env_id"]) if run["env_id"] else {}
+    cells = store.cells(run_id)
+    records = [_record(run_id, cell, env) for cell in cells]
+    base_cells = [c for c in cells if c["baseline"]]
+    base = base_cells[0] if base_cells else None
+    for record, cell in zip(records, cells):
+        record["vs_baseline"] = _versus(cell, base)
+    return records
+
+
+def _record(run_id: str, cell: dict, env: dict) -> dict:
+    config = cell["config"]
+    model = config["model"]
+    info = dict(cell["info"])
+    return {
+        "run_id": run_id,
+        "cell_id": cell["cell_id"],
+        "measured_in_run": cell["measured_in_run"],
+        "reused": cell["reused"],
+        "model": cell["model"],
+        "model_spec": model["spec"],
+        "model_label": RANDOM_LABEL if model["random_weights"] else model.get("note", ""),
+        "random_weights": model["random_weights"],
+        "scheme": cell["scheme"],
+        "scheme_settings": config["scheme_settings"],
+        "baseline": cell["baseline"],
+        "runtime": cell["runtime"],
+        "device": cell["device"],
+        "workload": config["workload"],
+        "repetitions": config["repetitions"],
+        "prompt_source": config["prompt"]["source"],
+        "status": cell["status"],
+        "error": cell["error"],
+        "metrics": {name: summarize(values).to_dict() for name, values in cell["samples"].items()},
+        "memory": cell["memory"],
+        "info": info,
+        "started_at": cell["started_at"],
+        "wall_s": cell["wall_s"],
+        "env_id": cell["env_id"],
+        "env": env,
+    }
+
+
+def _versus(cell: dict, base: dict | None) -> dict | None:
+    if base is None or cell["status"] != "ok" or base["status"] != "ok":
+        return None
+    out: dict = {"baseline_scheme": base["scheme"]}
+    for metric, key in (("decode_tok_s", "decode_speedup"), ("e2e_tok_s", "e2e_speedup"),
+                        ("prefill_tok_s", "prefill_speedup")):
+        a, b = cell["samples"].get(metric), base["samples"].get(metric)
+        if a and b:
+            out[key] = ratio_of_medians(a, b)
+    for mem_key, key in (("weights_bytes", "weights_reduction_pct"),
+                         ("peak_bytes", "peak_reduction_pct")):
+        a, b = cell["memory"].get(mem_key), base["memory"].get(mem_key)
+        if a and b:
+            out[key] = 100.0 * (1 - a / b)
+    return out

@@ -1,0 +1,220 @@
+"""LLMBenchmark: what `quantbench run` does, from Python."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from quantbench import models, prompts
+from quantbench.config import CellConfig, Repetitions, Workload
+from quantbench.errors import UsageError
+from quantbench.runtimes import RUNTIMES
+from quantbench.schemes import get as get_scheme
+from quantbench.store import Store, now
+
+# Preferred order per slot of the default comparison; the first available scheme is taken.
+DEFAULT_SLOTS = {
+    "cpu": [["fp32"], ["bf16"], ["torchao-int8wo", "bnb-int8"], ["torchao-int4wo", "bnb-nf4"]],
+    "cuda": [["bf16"], ["fp16"], ["torchao-int8wo", "bnb-int8"], ["torchao-int4wo", "bnb-nf4"]],
+}
+
+
+@dataclass
+class CellResult:
+    record: dict
+
+    def __getattr__(self, name):
+        try:
+            return self.record[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    db: str
+    records: list[dict]
+    files: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cells(self) -> list[CellResult]:
+        return [CellResult(r) for r in self.records]
+
+    @property
+    def failed(self) -> int:
+        return sum(r["status"] != "ok" for r in self.records)
+
+    def to_dataframe(self):
+        from quantbench.report.exports import flat_rows
+        import pandas as pd
+
+        return pd.DataFrame(flat_rows(self.records))
+
+
+def resolve_device(device: str) -> tuple[str, tuple[int, int] | None]:
+    import torch
+
+    device = (device or "auto").strip()
+    if device == "auto":
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = "cuda:0"
+    if device == "cpu":
+        return device, None
+    if device.startswith("cuda:") and device[5:].isdigit():
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA GPU is visible here: use --device cpu")
+        index = int(device[5:])
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+        return device, torch.cuda.get_device_capability(index)
+    raise UsageError(f"--device '{device}' not understood: use auto, cpu, cuda or cuda:N")
+
+
+class LLMBenchmark:
+    """Benchmark schemes of one model against a baseline; `run()` returns a RunResult."""
+
+    def __init__(self, model: str = "default", schemes: list[str] | None = None,
+                 baseline: str | None = None, device: str = "auto", runtime: str = "eager",
+                 batch_size: int = 1, prompt_tokens: int = 128, new_tokens: int = 64,
+                 warmup: int = 2, runs: int = 10, db: str = "quantbench.db",
+                 out: str | None = "quantbench-results", purpose: str | None = None,
+                 cell_timeout: float | None = None, prompt_file: str | None = None,
+                 force: bool = False, seed: int = 0, progress=None, command: str = ""):
+        self.model_spec = model
+        self.schemes = schemes
+        self.baseline = baseline
+        self.device = device
+        self.runtime = runtime
+        self.workload = Workload(batch_size, prompt_tokens, new_tokens)
+        self.repetitions = Repetitions(warmup, runs)
+        self.db = db
+        self.out = out
+        self.purpose = purpose
+        self.cell_timeout = cell_timeout
+        self.prompt_file = prompt_file
+        self.force = force
+        self.seed = seed
+        self.progress = progress  # quantbench.report.progress.RunProgress or None
+        self.command = command
+        self.notes: list[str] = []
+
+    # ---- validation, before anything is written ------------------------------------------
+    def _check_static(self) -> None:
+        self.workload.validate()
+        self.repetitions.validate()
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"--runtime '{self.runtime}' is not available: choose one of "
+                             f"{', '.join(RUNTIMES)}")
+        if self.cell_timeout is not None and self.cell_timeout <= 0:
+            raise UsageError(f"--cell-timeout must be positive, got {self.cell_timeout}")
+
+    def _pick_schemes(self, device_type: str, capability) -> tuple[list[str], str]:
+        names = list(self.schemes) if self.schemes else None
+        if names is None:
+            names = []
+            for slot in DEFAULT_SLOTS[device_type]:
+                usable = [n for n in slot if get_scheme(n).availability(device_type, capability)[0]]
+                if usable:
+                    names.append(usable[0])
+                else:
+                    self.notes.append(f"skipped the {'/'.join(slot)} slot: "
+                                      + get_scheme(slot[0]).availability(device_type, capability)[1])
+        baseline = self.baseline or names[0]
+        if baseline in names:
+            names.remove(baseline)
+        names.insert(0, baseline)
+        for name in names:
+            ok, why = get_scheme(name).availability(device_type, capability)
+            if not ok:
+                raise UsageError(f"scheme '{name}' cannot run on {device_type} here: {why}")
+        return names, baseline
+
+    def _check_outputs(self) -> None:
+        if self.out:
+            out = Path(self.out)
+            if out.exists() and not out.is_dir():
+                raise UsageError(f"--out '{self.out}' is a file: pass a directory")
+
+    def _prepare(self):
+        self._check_static()
+        device, capability = resolve_device(self.device)
+        device_type = device.split(":")[0]
+        names, baseline = self._pick_schemes(device_type, capability)
+        self._check_outputs()
+        resolved = models.resolve(self.model_spec, on_convert=self._converting)
+        self.workload.validate(resolved.max_context)
+        if resolved.random_weights:
+            prompt = prompts.random_prompts(resolved.vocab_size, self.workload.batch_size,
+                                            self.workload.prompt_tokens, self.seed)
+        else:
+            path = prompts.corpus_path(self.prompt_file)
+            prompt = prompts.corpus_prompts(models.load_tokenizer(resolved), path,
+                                            self.workload.batch_size, self.workload.prompt_tokens)
+        cells = [CellConfig(model=resolved.to_dict(), scheme=name,
+                            scheme_settings=get_scheme(name).settings(device_type),
+                            runtime=self.runtime, device=device, workload=self.workload,
+                            repetitions=self.repetitions, prompt=prompt, seed=self.seed,
+                            baseline=(name == baseline)) for name in names]
+        return resolved, device, cells, prompt
+
+    def _converting(self, message: str):
+        return self.progress.converting(message) if self.progress else contextlib.nullcontext()
+
+    # ---- the run ---------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        from quantbench import environment, executor
+        from quantbench.analysis import build_records
+        from quantbench.report import exports
+
+        start = time.perf_counter()
+        resolved, device, cells, prompt = self._prepare()
+        store = Store(self.db)  # after validation: bad input leaves no database behind
+        try:
+            env_id = store.add_env(environment.collect())
+            run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+            config = {"model": resolved.to_dict(), "schemes": [c.scheme for c in cells],
+                      "baseline": cells[0].scheme, "device": device, "runtime": self.runtime,
+                      "workload": vars(self.workload), "repetitions": vars(self.repetitions),
+                      "prompt": prompt, "seed": self.seed, "force": self.force,
+                      "cell_timeout": self.cell_timeout, "notes": self.notes}
+            store.begin_run(run_id, config, self.purpose, self.command, env_id)
+            if self.progress:
+                self.progress.start(len(cells), resolved, device)
+            ok = failed = 0
+            for position, cell in enumerate(cells):
+                data = cell.to_dict()
+                previous = None if self.force else store.find_measured(cell.cell_id)
+                if previous:
+                    store.link_cell(run_id, position, previous[0])
+                    ok += 1
+                    if self.progress:
+                        self.progress.reused(cell.scheme, previous[1])
+                    continue
+                if self.progress:
+                    self.progress.cell_started(cell.scheme)
+                started = now()
+                on_event = self.progress.event if self.progress else None
+                result, wall = executor.run_cell(data, self.cell_timeout, on_event)
+                store.add_cell(run_id, position, data, result, env_id, started, wall)
+                ok += result["status"] == "ok"
+                failed += result["status"] != "ok"
+                if self.progress:
+                    self.progress.cell_finished(cell.scheme, result, wall)
+            wall_s = time.perf_counter() - start
+            store.end_run(run_id, ok, failed, wall_s)
+            if self.progress:
+                self.progress.stop()
+            records = build_records(store, run_id)
+        finally:
+            store.close()
+        files = exports.write_run_files(records, self.out, run_id) if self.out else []
+        return RunResult(run_id=run_id, db=str(self.db), records=records, files=files,
+                         wall_s=wall_s, notes=self.notes)

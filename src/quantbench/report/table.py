@@ -1,0 +1,73 @@
+"""The terminal comparison table: what did each scheme gain and what did it cost."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _mb(value) -> str:
+    return f"{value / 1e6:,.1f}" if value else "-"
+
+
+def _ci(summary: dict, digits: int = 1) -> str:
+    lo, hi = summary["median_ci"]
+    return f"{summary['median']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def comparison_table(records: list[dict], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("scheme", no_wrap=True)
+    table.add_column("decode tok/s median [CI]", justify="right", no_wrap=True)
+    table.add_column("speedup [95% CI]", justify="right", no_wrap=True)
+    table.add_column("TTFT ms", justify="right")
+    table.add_column("weights MB", justify="right")
+    table.add_column("peak MB", justify="right")
+    table.add_column("weights -%", justify="right")
+    table.add_column("note")
+    for r in records:
+        name = r["scheme"] + (" (baseline)" if r["baseline"] else "")
+        if r["status"] != "ok":
+            table.add_row(name, "-", "-", "-", "-", "-", "-", f"[red]failed: {r['error']}[/red]")
+            continue
+        m = r["metrics"]
+        versus = r.get("vs_baseline") or {}
+        speed = versus.get("decode_speedup")
+        if r["baseline"]:
+            speed_text = "1.00"
+        elif speed:
+            mark = "" if speed["significant"] else " ~"
+            speed_text = f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]{mark}"
+        else:
+            speed_text = "-"
+        reduction = versus.get("weights_reduction_pct")
+        note = f"reused from {r['measured_in_run']}" if r["reused"] else ""
+        table.add_row(
+            name,
+            _ci(m["decode_tok_s"]) if "decode_tok_s" in m else "-",
+            speed_text,
+            f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-",
+            _mb(r["memory"].get("weights_bytes")),
+            _mb(r["memory"].get("peak_bytes")),
+            f"{reduction:.1f}%" if reduction is not None and not r["baseline"] else "-",
+            note,
+        )
+    return table
+
+
+def caption(records: list[dict]) -> list[str]:
+    if not records:
+        return []
+    r = records[0]
+    w = r["workload"]
+    reps = r["repetitions"]
+    lines = [f"model: {r['model']} ({r['model_label']})" if r["model_label"] else f"model: {r['model']}",
+             f"device: {r['device']}   runtime: {r['runtime']}   batch {w['batch_size']}, "
+             f"{w['prompt_tokens']} prompt + {w['new_tokens']} new tokens (EOS ignored)   "
+             f"{reps['warmup']} warm-up + {reps['runs']} timed runs per scheme",
+             "decode CI: order-statistic interval for the median (coverage "
+             + ", ".join(sorted({f"{x['metrics']['decode_tok_s']['median_ci_level']:.1%}"
+                                 for x in records if 'decode_tok_s' in x['metrics']}))
+             + "); speedup CI: bootstrap of the ratio of medians; ~ = not significant",
+             "peak MB: " + ("process peak RSS during timed runs" if r["device"] == "cpu"
+                            else "torch peak allocated during timed runs")]
+    return lines

@@ -1,0 +1,83 @@
+"""bitsandbytes LLM.int8 and 4-bit (NF4) linear layers, swapped in for nn.Linear."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quantbench.schemes.registry import Scheme, register
+
+BNB = (("bitsandbytes", "bitsandbytes"),)
+
+
+@dataclass(frozen=True)
+class BnbScheme(Scheme):
+    build_on_cpu: bool = True
+
+    def compute_dtype(self, device_type: str) -> str:
+        # fp16 on GPU: the dtype bitsandbytes' kernels and the HF integration default to.
+        return "float32" if device_type == "cpu" else "float16"
+
+    def make_layer(self, linear, compute_dtype):
+        raise NotImplementedError
+
+    def apply(self, model, device: str):
+        import torch
+
+        dtype = getattr(torch, self.compute_dtype(device.split(":")[0]))
+        for parent in list(model.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Linear) and child_name not in self.skip_modules:
+                    setattr(parent, child_name, self.make_layer(child, dtype))
+        # bitsandbytes quantizes the weights when they are moved to the target device.
+        return model.to(device)
+
+
+@dataclass(frozen=True)
+class BnbInt8(BnbScheme):
+    threshold: float = 6.0
+
+    def settings(self, device_type):
+        return {**super().settings(device_type), "threshold": self.threshold,
+                "outlier_path": self.threshold > 0}
+
+    def make_layer(self, linear, compute_dtype):
+        import bitsandbytes as bnb
+
+        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features,
+                                    bias=linear.bias is not None, has_fp16_weights=False,
+                                    threshold=self.threshold, device="meta")
+        layer.weight = bnb.nn.Int8Params(linear.weight.data.to(compute_dtype), requires_grad=False,
+                                         has_fp16_weights=False)
+        if linear.bias is not None:
+            layer.bias = linear.bias
+        return layer
+
+
+@dataclass(frozen=True)
+class Bnb4bit(BnbScheme):
+    quant_type: str = "nf4"
+    double_quant: bool = False
+
+    def settings(self, device_type):
+        return {**super().settings(device_type), "quant_type": self.quant_type,
+                "double_quant": self.double_quant, "blocksize": 64}
+
+    def make_layer(self, linear, compute_dtype):
+        import bitsandbytes as bnb
+
+        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features,
+                                  bias=linear.bias is not None, compute_dtype=compute_dtype,
+                                  compress_statistics=self.double_quant,
+                                  quant_type=self.quant_type, device="meta")
+        layer.weight = bnb.nn.Params4bit(linear.weight.data.to(compute_dtype), requires_grad=False,
+                                         compress_statistics=self.double_quant,
+                                         quant_type=self.quant_type, blocksize=64)
+        if linear.bias is not None:
+            layer.bias = linear.bias
+        return layer
+
+
+register(BnbInt8("bnb-int8", "bitsandbytes", 8, ("cpu", "cuda"), BNB, "bnb",
+                 "LLM.int8: int8 weights, outlier columns in 16-bit (threshold 6.0)"))
+register(Bnb4bit("bnb-nf4", "bitsandbytes", 4, ("cpu", "cuda"), BNB, "bnb",
+                 "NF4 4-bit weights, blocksize 64"))

@@ -1,0 +1,120 @@
+"""The scheme registry. A new scheme is one new module in this package that calls `register`."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import pkgutil
+from dataclasses import dataclass, field
+
+from quantbench.errors import UsageError
+
+_SCHEMES: dict[str, "Scheme"] = {}
+_LOADED = False
+
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """How weights are stored and multiplied. Subclasses override `apply`."""
+
+    name: str
+    backend: str  # the library family, e.g. "torch", "torchao", "bitsandbytes"
+    bits: float  # nominal bits per (quantized) weight, before scales
+    devices: tuple[str, ...]  # device types it runs on: "cpu", "cuda"
+    packages: tuple[tuple[str, str], ...] = ()  # (import name, distribution name)
+    extra: str | None = None  # pip extra that installs the packages
+    description: str = ""
+    min_capability: tuple[int, int] | None = None
+    # Quantizers that convert on a device move (bitsandbytes) want the float model on the CPU.
+    build_on_cpu: bool = False
+    skip_modules: tuple[str, ...] = field(default=("lm_head",))
+
+    def compute_dtype(self, device_type: str) -> str:
+        """The float dtype the model is loaded in and activations run at."""
+        return "float32" if device_type == "cpu" else "bfloat16"
+
+    def settings(self, device_type: str) -> dict:
+        """Everything that changes results; part of a cell's identity."""
+        return {"compute_dtype": self.compute_dtype(device_type),
+                "skip_modules": list(self.skip_modules) if self.bits < 16 else []}
+
+    def apply(self, model, device: str):
+        return model
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for _, dist in self.packages:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        return out
+
+    def availability(self, device_type: str, capability: tuple[int, int] | None = None
+                     ) -> tuple[bool, str]:
+        """(can it run here, why not + what to do)."""
+        missing = [dist for module, dist in self.packages if importlib.util.find_spec(module) is None]
+        if missing:
+            how = f"pip install 'quantbench[{self.extra}]'" if self.extra else "pip install " + " ".join(missing)
+            return False, f"needs {', '.join(missing)}: {how}"
+        if device_type not in self.devices:
+            return False, f"runs on {'/'.join(self.devices)} only, not {device_type}"
+        if device_type == "cuda" and self.min_capability and capability and capability < self.min_capability:
+            need = ".".join(map(str, self.min_capability))
+            have = ".".join(map(str, capability))
+            return False, f"needs a GPU of compute capability >= {need} (this one is {have})"
+        return True, ""
+
+
+def register(scheme: Scheme) -> Scheme:
+    if scheme.name in _SCHEMES:
+        raise ValueError(f"scheme {scheme.name!r} registered twice")
+    _SCHEMES[scheme.name] = scheme
+    return scheme
+
+
+def _load_plugins() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    package = importlib.import_module("quantbench.schemes")
+    # The plain dtypes first: they are the baselines, and listings read best in that order.
+    names = sorted((m.name for m in pkgutil.iter_modules(package.__path__)),
+                   key=lambda name: (name != "torch_dtypes", name))
+    for name in names:
+        if name != "registry":
+            importlib.import_module(f"quantbench.schemes.{name}")
+    # Schemes of your own, without editing quantbench: QUANTBENCH_PLUGINS=mod_a,mod_b (importable
+    # modules that call `register`). Workers inherit the variable, so they see the same schemes.
+    for module in filter(None, os.environ.get("QUANTBENCH_PLUGINS", "").split(",")):
+        try:
+            importlib.import_module(module.strip())
+        except ImportError as exc:
+            raise UsageError(f"QUANTBENCH_PLUGINS names '{module}', which cannot be imported "
+                             f"({exc}): fix the variable or PYTHONPATH") from None
+
+
+def all_schemes() -> list[Scheme]:
+    _load_plugins()
+    return list(_SCHEMES.values())
+
+
+def get(name: str) -> Scheme:
+    _load_plugins()
+    if name in _SCHEMES:
+        return _SCHEMES[name]
+    close = difflib.get_close_matches(name, list(_SCHEMES), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise UsageError(f"unknown scheme '{name}'{hint}: `quantbench schemes` lists them")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return getattr(torch, name)

@@ -1,0 +1,138 @@
+"""One cell, in its own process: load -> apply scheme -> warm up -> measure -> result file.
+
+Run as `python -m quantbench.worker CELL.json RESULT.json`. Progress goes to stdout as lines
+starting with PROGRESS_PREFIX; the parent alone writes to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+PROGRESS_PREFIX = "@@quantbench "
+
+
+def progress(**event) -> None:
+    print(PROGRESS_PREFIX + json.dumps(event), flush=True)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def measure_cell(cell) -> dict:
+    import torch
+
+    from quantbench import models
+    from quantbench.measure import memory
+    from quantbench.runtimes import eager
+    from quantbench.schemes import get
+    from quantbench.schemes.registry import torch_dtype
+
+    device = cell.device
+    device_type = device.split(":")[0]
+    scheme = get(cell.scheme)
+    if device_type == "cuda":
+        torch.cuda.set_device(device)
+    torch.manual_seed(cell.seed)
+    dtype = torch_dtype(scheme.compute_dtype(device_type))
+
+    progress(phase="load")
+    start = time.perf_counter()
+    model = models.load(cell.model, dtype, "cpu" if scheme.build_on_cpu else device, cell.seed)
+    _sync(device)
+    load_s = time.perf_counter() - start
+
+    progress(phase="quantize")
+    start = time.perf_counter()
+    model = scheme.apply(model, device)
+    _sync(device)
+    quantize_s = time.perf_counter() - start
+
+    memory.release_freed_memory()  # the float weights a quantizer replaced
+    weights = memory.weight_bytes(model)
+    params = memory.parameter_count(model)
+    rss_after_load = memory.current_rss_bytes()
+    if device_type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_reset = memory.reset_peak_rss()
+
+    input_ids = torch.tensor(cell.prompt["ids"], dtype=torch.long, device=device)
+    w = cell.workload
+    total = cell.repetitions.warmup + cell.repetitions.runs
+    samples: dict[str, list[float]] = {}
+    token_ms: list[float] = []
+    output_ids = None
+    warmup_s = 0.0
+    for i in range(total):
+        warm = i < cell.repetitions.warmup
+        progress(phase="warmup" if warm else "run", i=i + 1, n=total)
+        start = time.perf_counter()
+        timing = eager.generate(model, input_ids, w.new_tokens, device)
+        if warm:
+            warmup_s += time.perf_counter() - start
+            continue
+        for name, value in timing.metrics(w.batch_size, w.prompt_tokens, w.new_tokens).items():
+            samples.setdefault(name, []).append(value)
+        token_ms.extend(t * 1e3 for t in timing.token_s)
+        if output_ids is None:
+            output_ids = timing.tokens
+        if any(len(row) != w.new_tokens for row in timing.tokens):
+            raise RuntimeError("the decode loop produced a different number of tokens than asked")
+    if token_ms:
+        samples["token_latency_ms"] = token_ms
+
+    mem = {"weights_bytes": weights, "rss_after_load_bytes": rss_after_load,
+           "peak_rss_bytes": memory.peak_rss_bytes(),
+           "peak_rss_scope": "timed runs" if rss_reset else "whole process"}
+    if device_type == "cuda":
+        mem["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        mem["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+        mem["peak_bytes"] = mem["peak_allocated_bytes"]
+        index = torch.device(device).index or 0
+        used = memory.nvml_used_bytes(index)
+        if used is not None:
+            mem["nvml_used_bytes"] = used
+    else:
+        mem["peak_bytes"] = mem["peak_rss_bytes"]
+
+    info = {"load_s": load_s, "quantize_s": quantize_s, "warmup_s": warmup_s,
+            "parameters": params, "dtype": str(dtype).replace("torch.", ""),
+            "torch_threads": torch.get_num_threads(), "versions": scheme.versions(),
+            "torch": torch.__version__, "pid": os.getpid(), "output_ids": output_ids}
+    return {"status": "ok", "metrics": samples, "memory": mem, "info": info}
+
+
+def main(argv: list[str]) -> int:
+    cell_path, result_path = argv
+    from quantbench.config import CellConfig
+
+    with open(cell_path) as fh:
+        cell = CellConfig.from_dict(json.load(fh))
+    try:
+        result = measure_cell(cell)
+        code = 0
+    except BaseException as exc:  # everything ends as a recorded failure, not a lost cell
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        name = type(exc).__name__
+        if name == "OutOfMemoryError":
+            name = "CUDA out of memory"
+        result = {"status": "failed", "error": f"{name}: {message}".rstrip(": "),
+                  "info": {"traceback": traceback.format_exc()[-4000:]}}
+        code = 1
+    tmp = result_path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(result, fh)
+    os.replace(tmp, result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

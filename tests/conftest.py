@@ -1,0 +1,41 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = str(Path(__file__).resolve().parent / "plugins")
+
+
+def cli_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), PLUGINS,
+                                                    env.get("PYTHONPATH")) if p)
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update(extra)
+    return env
+
+
+def quantbench(*args, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
+    """The real CLI in a real process, as a user would call it."""
+    return subprocess.run([sys.executable, "-m", "quantbench", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, env=env or cli_env(), timeout=timeout)
+
+
+def export_json(cwd, db="quantbench.db", run=None) -> list:
+    args = ["export", "--format", "json", "--db", db] + (["--run", run] if run else [])
+    proc = quantbench(*args, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+TINY = ["--model", "random:tiny", "--prompt-tokens", "16", "--new-tokens", "6",
+        "--warmup", "1", "--runs", "3"]
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path

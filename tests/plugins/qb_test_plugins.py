@@ -1,0 +1,29 @@
+"""Schemes that fail on purpose, loaded through QUANTBENCH_PLUGINS by the isolation tests."""
+
+import os
+import signal
+
+from quantbench.schemes.registry import Scheme, register
+
+
+class Raises(Scheme):
+    def apply(self, model, device):
+        raise RuntimeError("this scheme fails on purpose")
+
+
+class KilledLikeOOM(Scheme):
+    def apply(self, model, device):
+        os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
+
+
+class Hangs(Scheme):
+    def apply(self, model, device):
+        import time
+
+        time.sleep(3600)
+        return model
+
+
+register(Raises("test-raises", "test", 32, ("cpu",), description="raises in apply"))
+register(KilledLikeOOM("test-killed", "test", 32, ("cpu",), description="SIGKILLs itself"))
+register(Hangs("test-hangs", "test", 32, ("cpu",), description="never finishes"))

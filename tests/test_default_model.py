@@ -1,0 +1,24 @@
+"""The real bundled model (SmolLM2-135M) through the real CLI, prompts from the real corpus."""
+
+import pytest
+
+from conftest import export_json, quantbench
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_model_end_to_end(workdir):
+    proc = quantbench("run", "--schemes", "fp32,torchao-int8wo", "--prompt-tokens", "32",
+                      "--new-tokens", "8", "--warmup", "1", "--runs", "3", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SmolLM2-135M-Instruct" in proc.stdout
+    records = export_json(workdir)
+    fp32, int8 = records
+    assert not fp32["random_weights"] and "dequantized" in fp32["model_label"]
+    assert "jargon" in fp32["prompt_source"]
+    assert fp32["info"]["parameters"] == pytest.approx(134.5e6, rel=0.01)
+    # fp32: 4 bytes a parameter (tied embeddings once); int8 linears bring it well under half.
+    assert fp32["memory"]["weights_bytes"] == pytest.approx(4 * 134.5e6, rel=0.01)
+    assert int8["vs_baseline"]["weights_reduction_pct"] > 50
+    assert all(r["status"] == "ok" for r in records)
+    assert len(fp32["info"]["output_ids"][0]) == 8

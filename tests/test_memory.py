@@ -1,0 +1,41 @@
+"""Weight bytes are counted from the tensors actually held, for every storage kind."""
+
+import pytest
+import torch
+
+from quantbench import models
+from quantbench.measure.memory import weight_bytes
+from quantbench.schemes import get
+
+TINY = {"kind": "random", "preset": "tiny"}
+
+
+def _float_linear_params(model):
+    return sum(m.weight.numel() for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"))
+
+
+def test_float_models_count_every_tensor_once():
+    model = models.load(TINY, torch.float32, "cpu")
+    # Tied embeddings are one tensor: counted once.
+    unique = {p.data_ptr(): p.numel() * 4 for p in model.parameters()}
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert weight_bytes(model) == sum(unique.values()) + buffers
+    half = models.load(TINY, torch.bfloat16, "cpu")
+    assert weight_bytes(half) == pytest.approx(weight_bytes(model) / 2, rel=0.01)
+
+
+@pytest.mark.parametrize("scheme,bytes_per_weight,tolerance", [
+    ("torchao-int8wo", 1.0, 0.1),   # int8 + a per-row scale
+    ("torchao-int4wo", 1.0, 0.2),   # CPU: int4 values kept in int8 bytes + group scales
+    ("bnb-int8", 1.0, 0.1),         # int8 + SCB row statistics
+    ("bnb-nf4", 0.5, 0.1),          # two weights a byte + absmax per 64
+])
+def test_quantized_linears_hold_what_their_format_says(scheme, bytes_per_weight, tolerance):
+    float_model = models.load(TINY, torch.float32, "cpu")
+    n_linear = _float_linear_params(float_model)
+    float_bytes = weight_bytes(float_model)
+    model = get(scheme).apply(models.load(TINY, torch.float32, "cpu"), "cpu")
+    saved = float_bytes - weight_bytes(model)
+    # Only the linears changed: they went from 4 bytes a weight to about `bytes_per_weight`.
+    assert saved / n_linear == pytest.approx(4 - bytes_per_weight, abs=tolerance * 4)

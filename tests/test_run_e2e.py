@@ -1,0 +1,112 @@
+"""`quantbench run` end to end on a tiny random model: real processes, a real SQLite file."""
+
+import csv
+import json
+import sqlite3
+
+from conftest import TINY, cli_env, export_json, quantbench
+
+
+def test_run_measures_stores_and_exports(workdir):
+    proc = quantbench("run", *TINY, "--schemes", "fp32,bf16,torchao-int8wo", "--purpose",
+                      "e2e test", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "speedup" in proc.stdout and "random weights: speed/memory only" in proc.stdout
+    records = export_json(workdir)
+    assert [r["scheme"] for r in records] == ["fp32", "bf16", "torchao-int8wo"]
+    assert [r["baseline"] for r in records] == [True, False, False]
+    pids = set()
+    for r in records:
+        assert r["status"] == "ok" and r["error"] is None
+        assert r["random_weights"] and r["model_label"] == "random weights: speed/memory only"
+        for metric in ("decode_tok_s", "prefill_tok_s", "ttft_ms", "e2e_tok_s", "decode_ms_per_token"):
+            s = r["metrics"][metric]
+            assert s["n"] == 3 and len(s["samples"]) == 3
+            assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+            assert s["min"] <= s["median"] <= s["max"] and s["min"] > 0
+        assert r["metrics"]["token_latency_ms"]["n"] == 3 * 5  # (new tokens - 1) per run
+        assert len(r["info"]["output_ids"][0]) == 6  # fixed length: EOS ignored
+        assert r["memory"]["weights_bytes"] > 0 and r["memory"]["peak_bytes"] > 0
+        assert r["env"]["libraries"]["torch"] and r["env"]["cpu"]
+        pids.add(r["info"]["pid"])
+    assert len(pids) == 3  # one process per cell
+    bf16 = records[1]
+    assert bf16["vs_baseline"]["weights_reduction_pct"] > 45
+    assert bf16["vs_baseline"]["decode_speedup"]["ratio"] > 0
+    # The run's own files: JSON equal to the export, CSV one row per cell.
+    files = sorted((workdir / "quantbench-results").iterdir())
+    assert [f.suffix for f in files] == [".csv", ".json"]
+    assert json.loads(files[1].read_text()) == records
+    rows = list(csv.DictReader(files[0].open()))
+    assert [row["scheme"] for row in rows] == ["fp32", "bf16", "torchao-int8wo"]
+    assert float(rows[0]["decode_tok_s_median"]) == records[0]["metrics"]["decode_tok_s"]["median"]
+    # The database holds the raw samples the statistics came from.
+    db = sqlite3.connect(workdir / "quantbench.db")
+    assert db.execute("SELECT COUNT(*) FROM samples WHERE metric='decode_tok_s'").fetchone()[0] == 9
+    assert db.execute("SELECT purpose FROM runs").fetchone()[0] == "e2e test"
+
+
+def test_second_run_reuses_and_force_measures_again_keeping_both(workdir):
+    args = ["run", *TINY, "--schemes", "fp32,torchao-int4wo"]
+    assert quantbench(*args, cwd=workdir).returncode == 0
+    again = quantbench(*args, cwd=workdir)
+    assert again.returncode == 0 and "reused" in again.stderr
+    db = sqlite3.connect(workdir / "quantbench.db")
+    assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 2
+    forced = quantbench(*args, "--force", cwd=workdir)
+    assert forced.returncode == 0
+    assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 4
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3
+    first, second, third = (export_json(workdir, run=r) for r in
+                            [x[0] for x in db.execute("SELECT run_id FROM runs ORDER BY rowid")])
+    assert [r["reused"] for r in second] == [True, True]
+    assert [r["cell_id"] for r in second] == [r["cell_id"] for r in first]
+    assert third[0]["metrics"]["decode_tok_s"]["samples"] != first[0]["metrics"]["decode_tok_s"]["samples"]
+
+
+def test_failing_cells_are_recorded_and_the_rest_still_run(workdir):
+    env = cli_env(QUANTBENCH_PLUGINS="qb_test_plugins")
+    proc = quantbench("run", *TINY, "--schemes", "fp32,test-raises,test-killed,test-hangs,bf16",
+                      "--cell-timeout", "60", cwd=workdir, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stdout
+    records = export_json(workdir)
+    status = {r["scheme"]: (r["status"], r["error"]) for r in records}
+    assert status["fp32"] == ("ok", None) and status["bf16"] == ("ok", None)
+    assert status["test-raises"] == ("failed", "RuntimeError: this scheme fails on purpose")
+    assert status["test-killed"][0] == "failed" and "SIGKILL" in status["test-killed"][1]
+    assert status["test-hangs"][0] == "failed" and "timed out after 60 s" in status["test-hangs"][1]
+    assert "traceback" in records[1]["info"]
+    # A failed cell is measured again next time (it is never 'reused').
+    again = quantbench("run", *TINY, "--schemes", "fp32,test-raises", cwd=workdir, env=env)
+    assert again.returncode == 1
+    assert [r["reused"] for r in export_json(workdir)] == [True, False]
+
+
+def test_python_api_returns_a_dataframe(workdir):
+    import os
+
+    from quantbench import LLMBenchmark
+
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        result = LLMBenchmark(model="random:tiny", schemes=["fp32", "bnb-nf4"], prompt_tokens=8,
+                              new_tokens=4, warmup=0, runs=2, out=None).run()
+    finally:
+        os.chdir(cwd)
+    frame = result.to_dataframe()
+    assert list(frame["scheme"]) == ["fp32", "bnb-nf4"]
+    assert (frame["decode_tok_s_n"] == 2).all()
+    assert frame.loc[1, "weights_reduction_pct"] > 0
+    assert result.cells[1].scheme == "bnb-nf4" and result.failed == 0
+
+
+def test_every_cpu_scheme_runs(workdir):
+    listed = json.loads(quantbench("schemes", "--json", cwd=workdir).stdout)
+    cpu = [s["name"] for s in listed if s["available"]]
+    assert {"fp32", "fp16", "bf16", "torchao-int8wo", "torchao-int4wo", "bnb-int8", "bnb-nf4"} <= set(cpu)
+    proc = quantbench("run", "--model", "random:tiny", "--prompt-tokens", "8", "--new-tokens", "3",
+                      "--warmup", "0", "--runs", "1", "--schemes", ",".join(cpu), cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(r["status"] == "ok" for r in export_json(workdir))
