@@ -39,3 +39,16 @@ def test_quantized_linears_hold_what_their_format_says(scheme, bytes_per_weight,
     saved = float_bytes - weight_bytes(model)
     # Only the linears changed: they went from 4 bytes a weight to about `bytes_per_weight`.
     assert saved / n_linear == pytest.approx(4 - bytes_per_weight, abs=tolerance * 4)
+
+
+def test_random_presets_are_initialised_like_transformers_would():
+    model = models.load(TINY, torch.float32, "cpu", seed=1)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as the config says
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p).all(), name
+        if p.ndim >= 2:
+            assert p.std().item() == pytest.approx(0.02, rel=0.1), name
+        elif "norm" in name:
+            assert (p == 1).all(), name
+    again = models.load(TINY, torch.float32, "cpu", seed=1)
+    assert torch.equal(again.model.layers[0].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)

@@ -110,3 +110,35 @@ def test_every_cpu_scheme_runs(workdir):
                       "--warmup", "0", "--runs", "1", "--schemes", ",".join(cpu), cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(r["status"] == "ok" for r in export_json(workdir))
+
+
+def test_interrupting_a_run_kills_its_cell_and_keeps_what_was_measured(workdir):
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    env = cli_env(QUANTBENCH_PLUGINS="qb_test_plugins")
+    parent = subprocess.Popen([sys.executable, "-m", "quantbench", "run", *TINY, "--schemes",
+                               "fp32,test-hangs"], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    db_path = workdir / "quantbench.db"
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if db_path.exists():
+            done = sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+            workers = psutil.Process(parent.pid).children(recursive=True)
+            if done == 1 and workers:
+                break
+    assert workers, "the hanging cell never started"
+    parent.terminate()
+    stdout, stderr = parent.communicate(timeout=30)
+    assert parent.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "interrupted" in stderr
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "the worker outlived the interrupted run"
+    records = export_json(workdir)
+    assert [(r["scheme"], r["status"]) for r in records] == [("fp32", "ok")]

@@ -210,10 +210,10 @@ class LLMBenchmark:
                     self.progress.cell_finished(cell.scheme, result, wall)
             wall_s = time.perf_counter() - start
             store.end_run(run_id, ok, failed, wall_s)
-            if self.progress:
-                self.progress.stop()
             records = build_records(store, run_id)
         finally:
+            if self.progress:
+                self.progress.stop()
             store.close()
         files = exports.write_run_files(records, self.out, run_id) if self.out else []
         return RunResult(run_id=run_id, db=str(self.db), records=records, files=files,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import sys
 from typing import Optional
 
@@ -14,6 +15,8 @@ from quantbench.errors import UsageError
 
 # typer >= 0.29 vendors its own click; take its exception classes from typer itself.
 ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+# click raises its Abort on Ctrl-C; typer >= 0.29 turns it into exit status 130 itself.
+ClickAbort = getattr(sys.modules[ClickUsageError.__module__], "Abort", typer.Abort)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=False, rich_markup_mode="rich",
@@ -68,7 +71,11 @@ def run(
         new_tokens=new_tokens, warmup=warmup, runs=runs, db=db, out=out_dir, purpose=purpose,
         cell_timeout=cell_timeout, prompt_file=prompt_file, force=force, seed=seed,
         progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]))
-    result = bench.run()
+    try:
+        result = bench.run()
+    except KeyboardInterrupt:
+        err.print(f"interrupted: the cells measured so far are kept in {db}")
+        raise typer.Exit(130)
     out.print(comparison_table(result.records, title=f"quantbench run {result.run_id}"))
     for line in caption(result.records):
         out.print(f"[dim]{line}[/dim]")
@@ -167,7 +174,12 @@ def export(
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # same clean-up as Ctrl-C: the running cell's process is killed
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(standalone_mode=False)
     except UsageError as exc:
@@ -178,11 +190,8 @@ def main() -> None:
             " (see `quantbench --help`)"
         err.print(f"error: {exc.format_message()}{hint}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Abort:
+    except (ClickAbort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted: measured cells are kept in the database")
         sys.exit(130)
     sys.exit(code or 0)
 

@@ -57,21 +57,27 @@ def run_cell(cell: dict, timeout_s: float | None, on_event=None) -> tuple[dict, 
             reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
             reader.start()
             timed_out = False
-            while True:
-                try:
-                    line = lines.get(timeout=0.2)
-                except queue.Empty:
-                    line = None
-                if line is None and proc.poll() is not None and not reader.is_alive():
-                    break
-                if line and line.startswith(PROGRESS_PREFIX) and on_event:
+            try:
+                while True:
                     try:
-                        on_event(json.loads(line[len(PROGRESS_PREFIX):]))
-                    except ValueError:
-                        pass
-                if timeout_s and time.perf_counter() - start > timeout_s and proc.poll() is None:
-                    _kill(proc)
-                    timed_out = True
+                        line = lines.get(timeout=0.2)
+                    except queue.Empty:
+                        line = None
+                    if line is None and proc.poll() is not None and not reader.is_alive():
+                        break
+                    if line and line.startswith(PROGRESS_PREFIX) and on_event:
+                        try:
+                            on_event(json.loads(line[len(PROGRESS_PREFIX):]))
+                        except ValueError:
+                            pass
+                    if timeout_s and time.perf_counter() - start > timeout_s and proc.poll() is None:
+                        _kill(proc)
+                        timed_out = True
+            except BaseException:
+                # Interrupted (Ctrl-C, SIGTERM): the worker has its own session, so it would
+                # otherwise live on and hold the GPU.
+                _kill(proc)
+                raise
             proc.wait()
         wall = time.perf_counter() - start
         stderr_tail = _tail(log_path)

@@ -13,6 +13,7 @@ import time
 import traceback
 
 PROGRESS_PREFIX = "@@quantbench "
+_STARTED = time.perf_counter()
 
 
 def progress(**event) -> None:
@@ -38,8 +39,12 @@ def measure_cell(cell) -> dict:
     device = cell.device
     device_type = device.split(":")[0]
     scheme = get(cell.scheme)
+    startup_s = time.perf_counter() - _STARTED  # interpreter + imports
+    start = time.perf_counter()
     if device_type == "cuda":
         torch.cuda.set_device(device)
+        torch.zeros(1, device=device)  # creates the CUDA context outside the load timing
+    device_init_s = time.perf_counter() - start
     torch.manual_seed(cell.seed)
     dtype = torch_dtype(scheme.compute_dtype(device_type))
 
@@ -103,7 +108,7 @@ def measure_cell(cell) -> dict:
     else:
         mem["peak_bytes"] = mem["peak_rss_bytes"]
 
-    info = {"load_s": load_s, "quantize_s": quantize_s, "warmup_s": warmup_s,
+    info = {"startup_s": startup_s, "device_init_s": device_init_s, "load_s": load_s, "quantize_s": quantize_s, "warmup_s": warmup_s,
             "parameters": params, "dtype": str(dtype).replace("torch.", ""),
             "torch_threads": torch.get_num_threads(), "versions": scheme.versions(),
             "torch": torch.__version__, "pid": os.getpid(), "output_ids": output_ids}
