@@ -1,5 +1,7 @@
 """Bad input: one clear line on stderr, exit 2, no traceback, nothing written."""
 
+import json
+
 import pytest
 
 from conftest import TINY, cli_env, quantbench
@@ -85,3 +87,13 @@ def test_export_from_a_missing_database(workdir):
 def test_export_bad_format(workdir):
     proc = quantbench("export", "--format", "xml", cwd=workdir)
     assert proc.returncode == 2 and "--format 'xml' is not supported" in proc.stderr
+
+
+def test_scheme_whose_library_is_missing(workdir):
+    proc = quantbench("run", "--model", "random:tiny", "--schemes", "fp32,test-needs-missing-lib",
+                      cwd=workdir, env=cli_env(QUANTBENCH_PLUGINS="qb_test_plugins"))
+    _assert_clean_refusal(proc, workdir, "pip install 'quantbench[qbmissing]'")
+    listed = quantbench("schemes", "--json", cwd=workdir,
+                        env=cli_env(QUANTBENCH_PLUGINS="qb_test_plugins"))
+    row = next(r for r in json.loads(listed.stdout) if r["name"] == "test-needs-missing-lib")
+    assert row["available"] is False and "qb-no-such-dist" in row["reason"]

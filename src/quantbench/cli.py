@@ -29,7 +29,18 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-@app.command()
+RUN_EXAMPLES = """Examples:
+
+  quantbench run   (the bundled model on this machine's default device and schemes)
+
+  quantbench run --model random:llama-3.2-1b --schemes bf16,torchao-int8wo,bnb-nf4 --runs 20
+
+  quantbench run --model ./my-hf-model --device cuda:1 --purpose "after driver update"
+
+  quantbench export --format csv > results.csv"""
+
+
+@app.command(epilog=RUN_EXAMPLES)
 def run(
     model: str = typer.Option("default", "--model", "-m", help="default (the bundled SmolLM2-135M), "
                               "random:<preset>, a local HF directory, a .gguf file or a hub id."),

@@ -27,3 +27,6 @@ class Hangs(Scheme):
 register(Raises("test-raises", "test", 32, ("cpu",), description="raises in apply"))
 register(KilledLikeOOM("test-killed", "test", 32, ("cpu",), description="SIGKILLs itself"))
 register(Hangs("test-hangs", "test", 32, ("cpu",), description="never finishes"))
+register(Scheme("test-needs-missing-lib", "test", 8, ("cpu", "cuda"),
+                packages=(("qb_no_such_module", "qb-no-such-dist"),), extra="qbmissing",
+                description="needs a library that is not installed"))
