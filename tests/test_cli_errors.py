@@ -15,6 +15,7 @@ def _assert_clean_refusal(proc, workdir, needle):
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (workdir / "quantbench.db").exists()
     assert not (workdir / "quantbench-results").exists()
+    assert not (workdir / "experiments").exists()
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -87,7 +87,8 @@ class LLMBenchmark:
                  warmup: int = 2, runs: int = 10, db: str = "quantbench.db",
                  out: str | None = "quantbench-results", purpose: str | None = None,
                  cell_timeout: float | None = None, prompt_file: str | None = None,
-                 force: bool = False, seed: int = 0, progress=None, command: str = ""):
+                 force: bool = False, seed: int = 0, progress=None, command: str = "",
+                 log: str | None = None):
         self.model_spec = model
         self.schemes = schemes
         self.baseline = baseline
@@ -104,6 +105,7 @@ class LLMBenchmark:
         self.seed = seed
         self.progress = progress  # quantbench.report.progress.RunProgress or None
         self.command = command
+        self.log = log  # Markdown experiment log to append an entry to (None: none)
         self.notes: list[str] = []
 
     # ---- validation, before anything is written ------------------------------------------
@@ -138,6 +140,8 @@ class LLMBenchmark:
         return names, baseline
 
     def _check_outputs(self) -> None:
+        if self.log and Path(self.log).is_dir():
+            raise UsageError(f"--log '{self.log}' is a directory: pass a Markdown file path")
         if self.out:
             out = Path(self.out)
             if out.exists() and not out.is_dir():
@@ -165,6 +169,10 @@ class LLMBenchmark:
                             baseline=(name == baseline)) for name in names]
         return resolved, device, cells, prompt
 
+    def _planned_files(self, run_id: str) -> list[str]:
+        files = [str(Path(self.out) / f"{run_id}.{ext}") for ext in ("json", "csv")] if self.out else []
+        return files + ([str(self.log)] if self.log else [])
+
     def _converting(self, message: str):
         return self.progress.converting(message) if self.progress else contextlib.nullcontext()
 
@@ -184,7 +192,8 @@ class LLMBenchmark:
                       "baseline": cells[0].scheme, "device": device, "runtime": self.runtime,
                       "workload": vars(self.workload), "repetitions": vars(self.repetitions),
                       "prompt": prompt, "seed": self.seed, "force": self.force,
-                      "cell_timeout": self.cell_timeout, "notes": self.notes}
+                      "cell_timeout": self.cell_timeout, "notes": self.notes,
+                      "files": self._planned_files(run_id)}
             store.begin_run(run_id, config, self.purpose, self.command, env_id)
             if self.progress:
                 self.progress.start(len(cells), resolved, device)
@@ -210,11 +219,18 @@ class LLMBenchmark:
                     self.progress.cell_finished(cell.scheme, result, wall)
             wall_s = time.perf_counter() - start
             store.end_run(run_id, ok, failed, wall_s)
+            if self.progress:
+                self.progress.stop()
             records = build_records(store, run_id)
+            files = exports.write_run_files(records, self.out, run_id) if self.out else []
+            if self.log:
+                from quantbench.report.log import append_entry
+
+                append_entry(store, run_id, self.log)
+                files.append(str(self.log))
         finally:
             if self.progress:
                 self.progress.stop()
             store.close()
-        files = exports.write_run_files(records, self.out, run_id) if self.out else []
         return RunResult(run_id=run_id, db=str(self.db), records=records, files=files,
                          wall_s=wall_s, notes=self.notes)

@@ -69,6 +69,8 @@ def run(
     force: bool = typer.Option(False, "--force", help="Measure cells again even if this database "
                                "already holds an identical measurement."),
     seed: int = typer.Option(0, help="Seed for random weights and random prompt ids."),
+    log: str = typer.Option("experiments/LOG.md", "--log", help="Markdown experiment log this "
+                            "run appends an entry to ('' for none)."),
 ):
     """Benchmark schemes of one model, each cell in its own process, and print the comparison."""
     from quantbench.api import LLMBenchmark
@@ -81,7 +83,8 @@ def run(
         runtime=runtime, batch_size=batch_size, prompt_tokens=prompt_tokens,
         new_tokens=new_tokens, warmup=warmup, runs=runs, db=db, out=out_dir, purpose=purpose,
         cell_timeout=cell_timeout, prompt_file=prompt_file, force=force, seed=seed,
-        progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]))
+        progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]),
+        log=log or None)
     try:
         result = bench.run()
     except KeyboardInterrupt:
@@ -155,7 +158,8 @@ def env(as_json: bool = typer.Option(False, "--json", help="JSON instead of a ta
 
 @app.command()
 def export(
-    fmt: str = typer.Option(..., "--format", "-f", help="json or csv."),
+    fmt: str = typer.Option(..., "--format", "-f", help="md, csv, json, jsonl or sql (statements "
+                           "that load into sqlite3)."),
     db: str = typer.Option("quantbench.db", help="SQLite results database."),
     run_id: Optional[str] = typer.Option(None, "--run", help="Run id (or a unique prefix); "
                                          "default: the latest run."),
@@ -187,6 +191,94 @@ def export(
 
 def _terminated(signum, frame):
     raise KeyboardInterrupt  # same clean-up as Ctrl-C: the running cell's process is killed
+
+
+@app.command()
+def report(
+    db: str = typer.Option("quantbench.db", help="SQLite results database."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Run id (or a unique prefix); "
+                                         "default: the latest run."),
+    out_dir: str = typer.Option("quantbench-results", "--out", help="Folder for the dashboards."),
+):
+    """Dashboards of one run: a PNG of every panel and one self-contained interactive HTML file."""
+    from quantbench.report.build import write_report
+    from quantbench.store import Store
+
+    store = Store(db, create=False)
+    try:
+        files = write_report(store, store.resolve_run(run_id), out_dir)
+    finally:
+        store.close()
+    for f in files:
+        out.print(f)
+
+
+@app.command()
+def compare(
+    run_a: str = typer.Argument(..., help="First run id (or unique prefix, or 'latest')."),
+    run_b: str = typer.Argument(..., help="Second run id."),
+    db: str = typer.Option("quantbench.db", help="Database of run A (and of B, unless --db-b)."),
+    db_b: Optional[str] = typer.Option(None, "--db-b", help="Database of run B: another machine "
+                                       "or library version."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+):
+    """Two runs side by side: per matching cell (model, scheme, runtime, workload, device type),
+    the ratio B/A of the medians with a bootstrap 95% CI and whether it is significant."""
+    from quantbench.analysis import build_records
+    from quantbench.report.compare import pair, table
+    from quantbench.store import Store
+
+    store_a = Store(db, create=False)
+    store_b = Store(db_b, create=False) if db_b else store_a
+    try:
+        id_a, id_b = store_a.resolve_run(run_a), store_b.resolve_run(run_b)
+        rows = pair(build_records(store_a, id_a), build_records(store_b, id_b))
+    finally:
+        store_a.close()
+        store_b.close()
+    if not rows:
+        raise UsageError(f"runs {id_a} and {id_b} share no cell (same model, scheme, runtime, "
+                         "workload and device type): nothing to compare")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    out.print(table(rows, f"{id_a}" + (f" in {db}" if db_b else ""),
+                    f"{id_b}" + (f" in {db_b}" if db_b else "")))
+
+
+@app.command("log")
+def log_command(
+    db: str = typer.Option("quantbench.db", help="SQLite results database."),
+    out_file: Optional[str] = typer.Option(None, "--out", help="Write the log here (an existing "
+                                           "file is kept as FILE.bak-<time> first); default: "
+                                           "standard output."),
+):
+    """Rebuild the whole Markdown experiment log from the database."""
+    from pathlib import Path
+
+    from quantbench.report.log import full_log
+    from quantbench.store import Store
+
+    store = Store(db, create=False)
+    try:
+        text = full_log(store)
+    finally:
+        store.close()
+    if not out_file:
+        sys.stdout.write(text)
+        return
+    path = Path(out_file)
+    if path.is_dir():
+        raise UsageError(f"--out '{out_file}' is a directory: pass a file path")
+    if path.exists():
+        from datetime import datetime
+
+        backup = path.with_name(f"{path.name}.bak-{datetime.now():%Y%m%d-%H%M%S}")
+        path.rename(backup)
+        err.print(f"kept the previous log as {backup}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    err.print(f"wrote {path}")
 
 
 def main() -> None:

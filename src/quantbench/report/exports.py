@@ -63,7 +63,70 @@ def to_csv(records: list[dict]) -> str:
     return buffer.getvalue()
 
 
-FORMATS = {"json": to_json, "csv": to_csv}
+def to_jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r, default=str) + "\n" for r in records)
+
+
+def to_markdown(records: list[dict]) -> str:
+    from quantbench.report.markdown import results_table, summary
+
+    if not records:
+        return ""
+    head = records[0]
+    w = head["workload"]
+    lines = [f"## quantbench run {head['run_id']}", "",
+             f"Model: {head['model']} ({head['model_label']}); device {head['device']}; runtime "
+             f"{head['runtime']}; batch {w['batch_size']}, {w['prompt_tokens']} prompt + "
+             f"{w['new_tokens']} new tokens; {head['repetitions']['warmup']} warm-up + "
+             f"{head['repetitions']['runs']} timed runs.", "", results_table(records), ""]
+    lines += [f"- {line}" for line in summary(records)]
+    return "\n".join(lines) + "\n"
+
+
+def _sql_literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value) if value == value else "NULL"  # NaN has no SQL literal
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def to_sql(records: list[dict]) -> str:
+    """Statements that load into sqlite3 (as llama-bench's -o sql): the CSV's columns in a
+    `quantbench` table, and every raw sample in `quantbench_samples`."""
+    rows = flat_rows(records)
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    def sql_type(column: str) -> str:
+        values = [r[column] for r in rows if r[column] is not None]
+        if values and all(isinstance(v, (bool, int)) for v in values):
+            return "INTEGER"
+        if values and all(isinstance(v, (bool, int, float)) for v in values):
+            return "REAL"
+        return "TEXT"
+
+    types = {c: sql_type(c) for c in columns}
+    out = ["CREATE TABLE IF NOT EXISTS quantbench (\n  "
+           + ",\n  ".join(f"{c} {types[c]}" for c in columns) + "\n);"]
+    for row in rows:
+        out.append(f"INSERT INTO quantbench ({', '.join(columns)}) VALUES ("
+                   + ", ".join(_sql_literal(row[c]) for c in columns) + ");")
+    out.append("CREATE TABLE IF NOT EXISTS quantbench_samples (\n  run_id TEXT, cell_id TEXT, "
+               "scheme TEXT, metric TEXT, idx INTEGER, value REAL\n);")
+    for r in records:
+        for metric, summary in r["metrics"].items():
+            for i, value in enumerate(summary["samples"]):
+                out.append("INSERT INTO quantbench_samples VALUES ("
+                           + ", ".join(_sql_literal(v) for v in (r["run_id"], r["cell_id"],
+                                                                  r["scheme"], metric, i, value))
+                           + ");")
+    return "\n".join(out) + "\n"
+
+
+FORMATS = {"json": to_json, "csv": to_csv, "jsonl": to_jsonl, "md": to_markdown, "sql": to_sql}
 
 
 def write_new(path: Path, text: str) -> None:

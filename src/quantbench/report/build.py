@@ -1,0 +1,55 @@
+"""`quantbench report`: the PNG and HTML dashboards of one run, read from the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quantbench.analysis import build_records
+from quantbench.report import dashboard, html, panels
+from quantbench.report.markdown import summary
+
+
+def history(store) -> list[dict]:
+    """Every successful measurement in the database, each once (reused cells appear in several runs)."""
+    seen, out = set(), []
+    for run_id in store.run_ids():
+        for r in build_records(store, run_id):
+            key = (r["cell_id"], r["measured_in_run"])
+            if r["status"] == "ok" and "decode_tok_s" in r["metrics"] and key not in seen:
+                seen.add(key)
+                out.append(r)
+    return out
+
+
+def _new_path(folder: Path, stem: str, suffix: str) -> Path:
+    path = folder / f"{stem}{suffix}"
+    n = 2
+    while path.exists():
+        path = folder / f"{stem}-{n}{suffix}"
+        n += 1
+    return path
+
+
+def write_report(store, run_id: str, out: str) -> list[str]:
+    records = build_records(store, run_id)
+    built = panels.build(records, history(store))
+    head = records[0] if records else None
+    title = f"quantbench run {run_id}" + (f": {head['model']} on {head['device']}" if head else "")
+    lines = []
+    if head:
+        w = head["workload"]
+        lines.append(f"{head['model_label']}" if head["model_label"] else "")
+        lines.append(f"batch {w['batch_size']}, {w['prompt_tokens']} prompt + {w['new_tokens']} new "
+                     f"tokens, {head['repetitions']['warmup']} warm-up + {head['repetitions']['runs']} "
+                     f"timed runs, runtime {head['runtime']}")
+        purpose = store.run(run_id)["purpose"]
+        if purpose:
+            lines.append(f"purpose: {purpose}")
+        lines += summary(records)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    png = _new_path(folder, f"{run_id}-dashboard", ".png")
+    dashboard.render_png(built, title.replace("$", r"\$"), png)
+    page = _new_path(folder, f"{run_id}-dashboard", ".html")
+    page.write_text(html.render_html(built, records, title, [x for x in lines if x]))
+    return [str(png), str(page)]

@@ -1,0 +1,72 @@
+"""The static dashboard: one PNG with every panel (matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quantbench.report.panels import Panel
+
+
+def _bars(ax, panel: Panel, key: str = "y", color: str = "#4C72B0") -> None:
+    d = panel.data
+    x = range(len(d["x"]))
+    err = None
+    if "low" in d:
+        err = [[max(y - lo, 0) for y, lo in zip(d[key], d["low"])],
+               [max(hi - y, 0) for y, hi in zip(d[key], d["high"])]]
+    ax.bar(x, d[key], yerr=err, capsize=4, color=color)
+    ax.set_xticks(list(x), d["x"], rotation=30, ha="right", fontsize=8)
+
+
+def render_png(panels: list[Panel], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(22, 10))
+    for ax, panel in zip(axes.flat, panels):
+        ax.set_title(panel.title, fontsize=10)
+        if panel.reason:
+            ax.text(0.5, 0.5, f"nothing to show:\n{panel.reason}", ha="center", va="center",
+                    wrap=True, fontsize=10, color="#777777", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        d = panel.data
+        if panel.key in ("speed", "speedup", "gpu_util", "memory_reduction"):
+            _bars(ax, panel)
+            if panel.key == "speedup":
+                ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        elif panel.key == "memory":
+            x = list(range(len(d["x"])))
+            ax.bar([i - 0.2 for i in x], d["weights"], width=0.4, label="weights")
+            ax.bar([i + 0.2 for i in x], d["peak"], width=0.4, label="peak")
+            ax.set_xticks(x, d["x"], rotation=30, ha="right", fontsize=8)
+            ax.legend(fontsize=8)
+        elif panel.key == "size_speed":
+            for scheme, s in d["series"].items():
+                ax.scatter(s["x"], s["y"], label=scheme)
+            ax.set_xscale("log")
+            ax.set_xlabel("parameters (M)")
+            ax.set_ylabel(f"decode tok/s ({d['device']})")
+            ax.legend(fontsize=7)
+        elif panel.key == "quality_speed":
+            for speed, kl, name in d["points"]:
+                ax.scatter(speed, kl)
+                ax.annotate(name, (speed, kl), fontsize=7)
+            front = d["front"]
+            ax.plot([p[0] for p in front], [p[1] for p in front], "r--", label="Pareto frontier")
+            ax.set_xlabel("decode tok/s")
+            ax.set_ylabel("KL vs baseline")
+            ax.legend(fontsize=8)
+        elif panel.key == "roofline":
+            x = list(range(len(d["x"])))
+            ax.bar([i - 0.2 for i in x], d["achieved"], width=0.4, label="achieved")
+            ax.bar([i + 0.2 for i in x], d["ceiling"], width=0.4, label="ceiling")
+            ax.set_xticks(x, d["x"], rotation=30, ha="right", fontsize=8)
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,94 @@
+"""The interactive dashboard: one self-contained HTML file (plotly.js inlined, no network)."""
+
+from __future__ import annotations
+
+import html
+
+from quantbench.report.exports import flat_rows
+from quantbench.report.panels import Panel
+
+TABLE_COLUMNS = ("scheme", "status", "decode_tok_s_median", "decode_tok_s_ci95_low",
+                 "decode_tok_s_ci95_high", "decode_speedup", "ttft_ms_median", "prefill_tok_s_median",
+                 "weights_bytes", "peak_bytes", "weights_reduction_pct", "error")
+
+
+def _figure(panel: Panel):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    d = panel.data
+    esc = html.escape
+    if panel.reason:
+        fig.add_annotation(text=f"nothing to show: {esc(panel.reason)}", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "#777"})
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+    elif panel.key in ("speed", "speedup", "gpu_util", "memory_reduction"):
+        error = None
+        if "low" in d:
+            error = {"type": "data", "symmetric": False,
+                     "array": [hi - y for y, hi in zip(d["y"], d["high"])],
+                     "arrayminus": [y - lo for y, lo in zip(d["y"], d["low"])]}
+        fig.add_bar(x=d["x"], y=d["y"], error_y=error, name=panel.title)
+        if panel.key == "speedup":
+            fig.add_hline(y=1.0, line_dash="dash")
+    elif panel.key == "memory":
+        fig.add_bar(x=d["x"], y=d["weights"], name="weights MB")
+        fig.add_bar(x=d["x"], y=d["peak"], name="peak MB")
+    elif panel.key == "size_speed":
+        for scheme, s in d["series"].items():
+            fig.add_scatter(x=s["x"], y=s["y"], mode="markers", name=scheme,
+                            text=[esc(t) for t in s["label"]],
+                            hovertemplate="%{text}<br>%{x:.1f} M params, %{y:.1f} tok/s")
+        fig.update_xaxes(type="log", title="parameters (M)")
+        fig.update_yaxes(title=f"decode tok/s ({esc(d['device'])})")
+    elif panel.key == "quality_speed":
+        fig.add_scatter(x=[p[0] for p in d["points"]], y=[p[1] for p in d["points"]],
+                        mode="markers+text", text=[p[2] for p in d["points"]], name="schemes")
+        fig.add_scatter(x=[p[0] for p in d["front"]], y=[p[1] for p in d["front"]],
+                        mode="lines", line={"dash": "dash"}, name="Pareto frontier")
+        fig.update_xaxes(title="decode tok/s")
+        fig.update_yaxes(title="KL vs baseline")
+    elif panel.key == "roofline":
+        fig.add_bar(x=d["x"], y=d["achieved"], name="achieved tok/s")
+        fig.add_bar(x=d["x"], y=d["ceiling"], name="ceiling tok/s")
+    fig.update_layout(title=panel.title, height=380, margin={"l": 50, "r": 20, "t": 50, "b": 60})
+    return fig
+
+
+def _table(records: list[dict]) -> str:
+    rows = flat_rows(records)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE_COLUMNS)
+    body = []
+    for row in rows:
+        cells = []
+        for c in TABLE_COLUMNS:
+            value = row.get(c)
+            if isinstance(value, float):
+                value = f"{value:,.2f}"
+            cells.append(f"<td>{html.escape('' if value is None else str(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table id='data'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(panels: list[Panel], records: list[dict], title: str, lines: list[str]) -> str:
+    import plotly.io as pio
+
+    divs = []
+    for i, panel in enumerate(panels):
+        # plotly.js goes in once, inline: the file opens with no network.
+        divs.append(pio.to_html(_figure(panel), full_html=False, include_plotlyjs=(i == 0),
+                                div_id=f"panel-{panel.key}", config={"displaylogo": False}))
+    notes = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:20px}} .grid{{display:grid;grid-template-columns:repeat(2,1fr);gap:12px}}
+table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}</style>
+</head><body>
+<h1>{html.escape(title)}</h1>
+{notes}
+<div class="grid">{''.join(divs)}</div>
+<h2>Data</h2>
+{_table(records)}
+</body></html>
+"""

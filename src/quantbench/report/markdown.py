@@ -1,0 +1,88 @@
+"""Markdown views of records: the results table and the automatic summary."""
+
+from __future__ import annotations
+
+import html
+
+
+def _cell(text) -> str:
+    """User-supplied text in Markdown: no HTML, pipes or newlines leak through."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text) -> str:
+    """User-supplied text inside a `code span` (shown literally, so only backticks matter)."""
+    return str(text).replace("`", "'").replace("|", "\\|").replace("\n", " ")
+
+
+def _median_ci(summary: dict | None, digits: int = 1) -> str:
+    if not summary:
+        return "-"
+    lo, hi = summary["median_ci"]
+    return f"{summary['median']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def results_table(records: list[dict]) -> str:
+    lines = ["| scheme | status | decode tok/s median [CI] | speedup [95% CI] | TTFT ms | "
+             "prefill tok/s | weights MB | peak MB | weights -% |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        name = _cell(r["scheme"]) + (" (baseline)" if r["baseline"] else "")
+        if r["status"] != "ok":
+            lines.append(f"| {name} | failed: {_cell(r['error'])} | - | - | - | - | - | - | - |")
+            continue
+        m = r["metrics"]
+        versus = r.get("vs_baseline") or {}
+        speed = versus.get("decode_speedup")
+        speed_text = "1.00" if r["baseline"] else (
+            f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]"
+            + ("" if speed["significant"] else " ~") if speed else "-")
+        reduction = versus.get("weights_reduction_pct")
+        lines.append(
+            f"| {name} | ok{' (reused)' if r['reused'] else ''} | {_median_ci(m.get('decode_tok_s'))} "
+            f"| {speed_text} | {m['ttft_ms']['median']:.1f} | {m['prefill_tok_s']['median']:.0f} "
+            f"| {r['memory'].get('weights_bytes', 0) / 1e6:,.1f} "
+            f"| {r['memory'].get('peak_bytes', 0) / 1e6:,.1f} "
+            f"| {'-' if r['baseline'] or reduction is None else f'{reduction:.1f}%'} |")
+    return "\n".join(lines)
+
+
+def summary(records: list[dict]) -> list[str]:
+    """Plain-language findings, each backed by a figure of the table."""
+    base = next((r for r in records if r["baseline"]), None)
+    if base is None:
+        return ["No baseline cell: nothing to compare."]
+    if base["status"] != "ok":
+        return [f"The baseline {base['scheme']} failed ({base['error']}): no comparison possible."]
+    out = []
+    faster, slower, same = [], [], []
+    for r in records:
+        speed = (r.get("vs_baseline") or {}).get("decode_speedup")
+        if r["baseline"] or not speed:
+            continue
+        text = f"{r['scheme']} ({speed['ratio']:.2f}x, 95% CI {speed['ci95'][0]:.2f}-{speed['ci95'][1]:.2f})"
+        (same if not speed["significant"] else faster if speed["ratio"] > 1 else slower).append(text)
+    if faster:
+        out.append(f"Faster than {base['scheme']} in decode, significantly: " + "; ".join(faster) + ".")
+    if slower:
+        out.append(f"Slower than {base['scheme']} in decode, significantly: " + "; ".join(slower) + ".")
+    if same:
+        out.append("No significant decode difference from the baseline: " + "; ".join(same) + ".")
+    shrink = [(r["scheme"], r["vs_baseline"]["weights_reduction_pct"]) for r in records
+              if not r["baseline"] and r.get("vs_baseline") and "weights_reduction_pct" in r["vs_baseline"]]
+    if shrink:
+        best = max(shrink, key=lambda x: x[1])
+        out.append(f"Weight memory vs {base['scheme']}: " + ", ".join(f"{n} {p:.0f}% smaller" for n, p in shrink)
+                   + f" (most: {best[0]}).")
+    quality = [r for r in records if r.get("quality")]
+    if not quality:
+        out.append("Quality was not measured in this run: speed and memory only.")
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        out.append("Failed: " + "; ".join(f"{r['scheme']} ({r['error']})" for r in failed) + ".")
+    if base.get("random_weights"):
+        out.append("Random weights: these figures are valid for speed and memory only.")
+    out.append("No GPU roofline profile for this run: figures are not placed against the "
+               "hardware's limit." if base["device"].startswith("cuda") else
+               "CPU run: no roofline context.")
+    return out

@@ -1,0 +1,117 @@
+"""What each dashboard panel shows, computed once for both the PNG and the HTML dashboard.
+
+A panel with nothing to show carries the reason instead, so an empty chart is never mistaken
+for a zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Panel:
+    key: str
+    title: str
+    reason: str | None = None  # why it is empty
+    data: dict = field(default_factory=dict)
+
+
+def _ok(records):
+    return [r for r in records if r["status"] == "ok" and "decode_tok_s" in r["metrics"]]
+
+
+def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """Points (speed, loss, name) not beaten on both: faster-or-equal and lower-or-equal loss."""
+    front = [p for p in points if not any(q[0] >= p[0] and q[1] <= p[1] and (q[0], q[1]) != (p[0], p[1])
+                                          for q in points)]
+    return sorted(front)
+
+
+def build(records: list[dict], history: list[dict]) -> list[Panel]:
+    """`records`: the run's cells; `history`: every ok cell of the database (size vs speed)."""
+    ok = _ok(records)
+    schemes = [r["scheme"] for r in ok]
+    panels = []
+
+    speed = Panel("speed", "Decode tok/s (median, 95% CI)")
+    speed.data = {"x": schemes, "y": [r["metrics"]["decode_tok_s"]["median"] for r in ok],
+                  "low": [r["metrics"]["decode_tok_s"]["median_ci"][0] for r in ok],
+                  "high": [r["metrics"]["decode_tok_s"]["median_ci"][1] for r in ok]}
+    panels.append(speed)
+
+    memory = Panel("memory", "Memory (MB): weights and peak")
+    memory.data = {"x": schemes,
+                   "weights": [r["memory"].get("weights_bytes", 0) / 1e6 for r in ok],
+                   "peak": [r["memory"].get("peak_bytes", 0) / 1e6 for r in ok]}
+    panels.append(memory)
+
+    versus = [r for r in ok if not r["baseline"] and (r.get("vs_baseline") or {}).get("decode_speedup")]
+    speedup = Panel("speedup", "Decode speedup vs baseline (95% CI)")
+    if versus:
+        speedup.data = {"x": [r["scheme"] for r in versus],
+                        "y": [r["vs_baseline"]["decode_speedup"]["ratio"] for r in versus],
+                        "low": [r["vs_baseline"]["decode_speedup"]["ci95"][0] for r in versus],
+                        "high": [r["vs_baseline"]["decode_speedup"]["ci95"][1] for r in versus]}
+    else:
+        speedup.reason = "no successful baseline and scheme to compare"
+    panels.append(speedup)
+
+    util = Panel("gpu_util", "GPU utilization (%)")
+    with_util = [r for r in ok if "gpu_util_pct" in r["metrics"]]
+    if with_util:
+        util.data = {"x": [r["scheme"] for r in with_util],
+                     "y": [r["metrics"]["gpu_util_pct"]["median"] for r in with_util]}
+    elif ok and all(r["device"] == "cpu" for r in ok):
+        util.reason = "CPU run: there is no GPU to measure"
+    else:
+        util.reason = "not measured: this run sampled no NVML utilization"
+    panels.append(util)
+
+    reduction = Panel("memory_reduction", "Weight memory reduction vs baseline (%)")
+    reduced = [r for r in ok if not r["baseline"] and "weights_reduction_pct" in (r.get("vs_baseline") or {})]
+    if reduced:
+        reduction.data = {"x": [r["scheme"] for r in reduced],
+                          "y": [r["vs_baseline"]["weights_reduction_pct"] for r in reduced]}
+    else:
+        reduction.reason = "no successful baseline and scheme to compare"
+    panels.append(reduction)
+
+    size = Panel("size_speed", "Model size vs decode speed (every run in the database)")
+    device = ok[0]["device"] if ok else None
+    points = [h for h in history if h["device"] == device and h["info"].get("parameters")]
+    if points:
+        by_scheme: dict[str, dict] = {}
+        for h in points:
+            series = by_scheme.setdefault(h["scheme"], {"x": [], "y": [], "label": []})
+            series["x"].append(h["info"]["parameters"] / 1e6)
+            series["y"].append(h["metrics"]["decode_tok_s"]["median"])
+            series["label"].append(f"{h['model']} (run {h['run_id']})")
+        size.data = {"device": device, "series": by_scheme}
+    else:
+        size.reason = "no measured cell with a parameter count"
+    panels.append(size)
+
+    quality = Panel("quality_speed", "Quality (KL vs baseline) vs decode speed, Pareto frontier")
+    scored = [r for r in ok if (r.get("quality") or {}).get("kl_mean") is not None]
+    if scored:
+        pts = [(r["metrics"]["decode_tok_s"]["median"], r["quality"]["kl_mean"], r["scheme"]) for r in scored]
+        quality.data = {"points": pts, "front": pareto(pts)}
+    elif ok and ok[0].get("random_weights"):
+        quality.reason = "random weights: quality is meaningless, so it is not measured"
+    else:
+        quality.reason = "quality was not measured in this run"
+    panels.append(quality)
+
+    roofline = Panel("roofline", "Roofline: achieved vs ceiling tok/s")
+    profiled = [r for r in ok if (r.get("roofline") or {}).get("ceiling_tok_s")]
+    if profiled:
+        roofline.data = {"x": [r["scheme"] for r in profiled],
+                         "achieved": [r["metrics"]["decode_tok_s"]["median"] for r in profiled],
+                         "ceiling": [r["roofline"]["ceiling_tok_s"] for r in profiled]}
+    elif device == "cpu":
+        roofline.reason = "CPU run: no hardware profile, no roofline"
+    else:
+        roofline.reason = "no hardware profile (bandwidth ceiling) recorded for this device"
+    panels.append(roofline)
+    return panels
