@@ -22,3 +22,22 @@ def test_default_model_end_to_end(workdir):
     assert int8["vs_baseline"]["weights_reduction_pct"] > 50
     assert all(r["status"] == "ok" for r in records)
     assert len(fp32["info"]["output_ids"][0]) == 8
+
+
+def test_every_cpu_scheme_runs_on_the_bundled_model(workdir):
+    import json
+
+    listed = json.loads(quantbench("schemes", "--json", cwd=workdir).stdout)
+    cpu = [s["name"] for s in listed if s["available"]]
+    assert len(cpu) >= 14, cpu
+    proc = quantbench("run", "--schemes", ",".join(cpu), "--prompt-tokens", "16", "--new-tokens",
+                      "3", "--warmup", "0", "--runs", "1", "--log", "", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = export_json(workdir)
+    assert [r["scheme"] for r in records] == cpu
+    base = records[0]["memory"]["weights_bytes"]
+    for r in records:
+        assert r["status"] == "ok", (r["scheme"], r["error"])
+        assert r["info"]["quantize_s"] >= 0 and r["memory"]["weights_bytes"] > 0
+        if r["scheme"] not in ("fp32",):
+            assert r["memory"]["weights_bytes"] < base, r["scheme"]  # every scheme shrinks it

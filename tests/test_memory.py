@@ -30,6 +30,13 @@ def test_float_models_count_every_tensor_once():
     ("torchao-int4wo", 1.0, 0.2),   # CPU: int4 values kept in int8 bytes + group scales
     ("bnb-int8", 1.0, 0.1),         # int8 + SCB row statistics
     ("bnb-nf4", 0.5, 0.1),          # two weights a byte + absmax per 64
+    ("bnb-nf4-dq", 0.5, 0.1),
+    ("bnb-fp4", 0.5, 0.1),
+    ("torchao-int8dq", 1.0, 0.1),
+    ("quanto-int8", 1.0, 0.1),
+    ("quanto-int4", 0.5, 0.15),
+    ("hqq-int8", 1.0, 0.1),         # + fp32 scale and zero-point per group of 64
+    ("hqq-int4", 0.5, 0.1),
 ])
 def test_quantized_linears_hold_what_their_format_says(scheme, bytes_per_weight, tolerance):
     float_model = models.load(TINY, torch.float32, "cpu")

@@ -119,7 +119,8 @@ class LLMBenchmark:
             raise UsageError(f"--cell-timeout must be positive, got {self.cell_timeout}")
 
     def _pick_schemes(self, device_type: str, capability) -> tuple[list[str], str]:
-        names = list(self.schemes) if self.schemes else None
+        # Canonical names ("bnb-int8:threshold=0.0"), so one scheme is one identity however typed.
+        names = [get_scheme(n).name for n in self.schemes] if self.schemes else None
         if names is None:
             names = []
             for slot in DEFAULT_SLOTS[device_type]:
@@ -129,7 +130,7 @@ class LLMBenchmark:
                 else:
                     self.notes.append(f"skipped the {'/'.join(slot)} slot: "
                                       + get_scheme(slot[0]).availability(device_type, capability)[1])
-        baseline = self.baseline or names[0]
+        baseline = get_scheme(self.baseline).name if self.baseline else names[0]
         if baseline in names:
             names.remove(baseline)
         names.insert(0, baseline)

@@ -56,7 +56,18 @@ def weight_bytes(model) -> int:
     for name, b in model.named_buffers():
         # Rotary inv_freq and similar buffers are part of the footprint too.
         total += tensor_bytes(b, seen)
+    for module in model.modules():
+        # HQQ keeps each layer's scales and zero-points in a plain dict, not as buffers.
+        meta = getattr(module, "meta", None)
+        if isinstance(meta, dict):
+            total += sum(tensor_bytes(v, seen) for v in meta.values() if _is_tensor(v))
     return total
+
+
+def _is_tensor(value) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
 
 
 def parameter_count(model) -> int:

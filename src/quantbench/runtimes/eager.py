@@ -65,7 +65,9 @@ def generate(model, input_ids, new_tokens: int, device: str) -> GenerationTiming
     import torch
 
     cache_arg = _cache_arg(model)
-    with torch.inference_mode():
+    # no_grad, as HF generate uses: inference_mode breaks quanto's int4 kernels ("Cannot set
+    # version_counter for inference tensor").
+    with torch.no_grad():
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         clock = _Clock(device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quantbench.errors import UsageError
 from quantbench.schemes.registry import Scheme, register
 
 BNB = (("bitsandbytes", "bitsandbytes"),)
@@ -35,10 +36,11 @@ class BnbScheme(Scheme):
 @dataclass(frozen=True)
 class BnbInt8(BnbScheme):
     threshold: float = 6.0
+    tunable: tuple = ("threshold",)
 
     def settings(self, device_type):
-        return {**super().settings(device_type), "threshold": self.threshold,
-                "outlier_path": self.threshold > 0}
+        # threshold 0 turns LLM.int8's outlier decomposition off: say so, not just "0.0".
+        return {**super().settings(device_type), "outlier_path": self.threshold > 0}
 
     def make_layer(self, linear, compute_dtype):
         import bitsandbytes as bnb
@@ -57,10 +59,14 @@ class BnbInt8(BnbScheme):
 class Bnb4bit(BnbScheme):
     quant_type: str = "nf4"
     double_quant: bool = False
+    blocksize: int = 64
+    tunable: tuple = ("quant_type", "double_quant", "blocksize")
 
-    def settings(self, device_type):
-        return {**super().settings(device_type), "quant_type": self.quant_type,
-                "double_quant": self.double_quant, "blocksize": 64}
+    def validate(self):
+        if self.quant_type not in ("nf4", "fp4"):
+            raise UsageError(f"'{self.name}': quant_type must be nf4 or fp4")
+        if self.blocksize not in (32, 64, 128, 256, 512, 1024, 2048, 4096):
+            raise UsageError(f"'{self.name}': blocksize must be a power of two from 32 to 4096")
 
     def make_layer(self, linear, compute_dtype):
         import bitsandbytes as bnb
@@ -71,7 +77,7 @@ class Bnb4bit(BnbScheme):
                                   quant_type=self.quant_type, device="meta")
         layer.weight = bnb.nn.Params4bit(linear.weight.data.to(compute_dtype), requires_grad=False,
                                          compress_statistics=self.double_quant,
-                                         quant_type=self.quant_type, blocksize=64)
+                                         quant_type=self.quant_type, blocksize=self.blocksize)
         if linear.bias is not None:
             layer.bias = linear.bias
         return layer
@@ -81,3 +87,7 @@ register(BnbInt8("bnb-int8", "bitsandbytes", 8, ("cpu", "cuda"), BNB, "bnb",
                  "LLM.int8: int8 weights, outlier columns in 16-bit (threshold 6.0)"))
 register(Bnb4bit("bnb-nf4", "bitsandbytes", 4, ("cpu", "cuda"), BNB, "bnb",
                  "NF4 4-bit weights, blocksize 64"))
+register(Bnb4bit("bnb-nf4-dq", "bitsandbytes", 4, ("cpu", "cuda"), BNB, "bnb",
+                 "NF4 with double quantization (the absmax scales quantized too)", double_quant=True))
+register(Bnb4bit("bnb-fp4", "bitsandbytes", 4, ("cpu", "cuda"), BNB, "bnb",
+                 "FP4 4-bit weights, blocksize 64", quant_type="fp4"))

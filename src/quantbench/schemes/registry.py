@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.metadata
@@ -33,6 +34,9 @@ class Scheme:
     # Quantizers that convert on a device move (bitsandbytes) want the float model on the CPU.
     build_on_cpu: bool = False
     skip_modules: tuple[str, ...] = field(default=("lm_head",))
+    # Fields a user may set as `name:key=value[:key=value]`; they are part of the cell identity.
+    tunable: tuple[str, ...] = ()
+    base: str = ""  # the registered name, when `name` carries settings
 
     def compute_dtype(self, device_type: str) -> str:
         """The float dtype the model is loaded in and activations run at."""
@@ -40,11 +44,16 @@ class Scheme:
 
     def settings(self, device_type: str) -> dict:
         """Everything that changes results; part of a cell's identity."""
-        return {"compute_dtype": self.compute_dtype(device_type),
-                "skip_modules": list(self.skip_modules) if self.bits < 16 else []}
+        out = {"compute_dtype": self.compute_dtype(device_type),
+               "skip_modules": list(self.skip_modules) if self.bits < 16 else []}
+        out.update({key: getattr(self, key) for key in self.tunable})
+        return out
 
     def apply(self, model, device: str):
         return model
+
+    def validate(self) -> None:
+        """Raise UsageError for settings the backend would reject."""
 
     def versions(self) -> dict[str, str]:
         out = {}
@@ -105,13 +114,49 @@ def all_schemes() -> list[Scheme]:
     return list(_SCHEMES.values())
 
 
-def get(name: str) -> Scheme:
+def get(spec: str) -> Scheme:
+    """A registered scheme, or one with settings: `bnb-int8:threshold=0`, `bnb-nf4:double_quant=true`."""
     _load_plugins()
-    if name in _SCHEMES:
-        return _SCHEMES[name]
-    close = difflib.get_close_matches(name, list(_SCHEMES), n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UsageError(f"unknown scheme '{name}'{hint}: `quantbench schemes` lists them")
+    name, *assignments = spec.split(":")
+    if name not in _SCHEMES:
+        close = difflib.get_close_matches(name, list(_SCHEMES), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UsageError(f"unknown scheme '{name}'{hint}: `quantbench schemes` lists them")
+    scheme = _SCHEMES[name]
+    if not assignments:
+        return scheme
+    overrides = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or key not in scheme.tunable:
+            settable = ", ".join(scheme.tunable) or "none"
+            raise UsageError(f"'{spec}': {name} has no setting '{key or assignment}' "
+                             f"(settable: {settable}); write name:key=value")
+        overrides[key] = _parse(spec, key, text, getattr(scheme, key))
+    canonical = name + "".join(f":{k}={_show(v)}" for k, v in sorted(overrides.items()))
+    tuned = dataclasses.replace(scheme, name=canonical, base=name, **overrides)
+    tuned.validate()
+    return tuned
+
+
+def _parse(spec: str, key: str, text: str, default):
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        kind = type(default).__name__
+        raise UsageError(f"'{spec}': {key} must be a {kind}, got '{text}'") from None
+    return text
+
+
+def _show(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def torch_dtype(name: str):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from quantbench.errors import UsageError
 from quantbench.schemes.registry import Scheme, register
 
 TORCHAO = (("torchao", "torchao"),)
@@ -38,17 +41,26 @@ class Int8WeightOnly(TorchaoScheme):
         return Int8WeightOnlyConfig()
 
 
+@dataclass(frozen=True)
 class Int4WeightOnly(TorchaoScheme):
     """GPU: tile-packed int4 (tinygemm) kernels in bf16. CPU: the intx per-group path,
     which stores int4 values in int8 bytes, so it saves no memory there."""
 
+    group: int = 0  # 0: 128 on GPU, 64 on CPU (64 divides SmolLM2's 576-wide layers)
+    tunable: tuple = ("group",)
+
     def group_size(self, device_type):
-        return 128 if device_type == "cuda" else 64
+        return self.group or (128 if device_type == "cuda" else 64)
+
+    def validate(self):
+        if self.group not in (0, 32, 64, 128, 256):
+            raise UsageError(f"'{self.name}': group must be 32, 64, 128 or 256")
 
     def settings(self, device_type):
         packing = "tile_packed_to_4d" if device_type == "cuda" else "intx_unpacked_to_int8"
-        return {**super().settings(device_type), "group_size": self.group_size(device_type),
-                "packing": packing}
+        out = {**super().settings(device_type), "packing": packing}
+        out["group"] = self.group_size(device_type)
+        return out
 
     def config(self, device_type):
         import torch
@@ -61,10 +73,38 @@ class Int4WeightOnly(TorchaoScheme):
                                     granularity=PerGroup(self.group_size(device_type)))
 
 
+class Int8Dynamic(TorchaoScheme):
+    def settings(self, device_type):
+        return {**super().settings(device_type), "activations": "int8 per-token, dynamic",
+                "weights": "int8 per-row"}
+
+    def config(self, device_type):
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+        return Int8DynamicActivationInt8WeightConfig()
+
+
+register(Int8Dynamic("torchao-int8dq", "torchao", 8, ("cpu", "cuda"), TORCHAO, "torchao",
+                     "int8 dynamic activations + int8 weights"))
 register(Int8WeightOnly("torchao-int8wo", "torchao", 8, ("cpu", "cuda"), TORCHAO, "torchao",
                         "int8 weight-only, per-row scales"))
 register(Int4WeightOnly("torchao-int4wo", "torchao", 4, ("cpu", "cuda"), TORCHAO, "torchao",
                         "int4 weight-only, per-group scales (GPU: tile-packed bf16; CPU: intx in int8 bytes)"))
+
+
+class Float8Dynamic(TorchaoScheme):
+    def settings(self, device_type):
+        return {**super().settings(device_type), "float8": "e4m3fn",
+                "activations": "float8 dynamic, per-row"}
+
+    def config(self, device_type):
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+        return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+
+
+register(Float8Dynamic("torchao-float8dq", "torchao", 8, ("cuda",), TORCHAO, "torchao",
+                       "float8 (e4m3) dynamic activations + weights, per-row", min_capability=(8, 9)))
 
 
 class Float8WeightOnly(TorchaoScheme):
