@@ -41,7 +41,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("tiny", "llama", _llama(64, 128, 2, 4, 2, 512, 2048, True),
            "2-layer Llama, ~0.1 M parameters: for tests"),
     Preset("gpt2-124m", "llama", _llama(768, 2048, 12, 12, 12, 50257, 1024, True),
-           "GPT-2 / DialoGPT-small size (124 M) in Llama form (3-matrix MLP of 2048 = GPT-2's 2 x 3072), so every scheme quantizes it"),
+           "GPT-2 / DialoGPT-small size (124 M) in Llama form (a 3-matrix MLP of 2048 holds "
+           "what GPT-2's 2 x 3072 does), so every scheme quantizes it"),
     Preset("qwen2-0.5b", "qwen2", _llama(896, 4864, 24, 14, 2, 151936, 32768, True),
            "Qwen2-0.5B shape (~0.5 B)"),
     Preset("llama-3.2-1b", "llama", _llama(2048, 8192, 16, 32, 8, 128256, 131072, True),

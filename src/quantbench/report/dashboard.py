@@ -18,6 +18,14 @@ def _bars(ax, panel: Panel, key: str = "y", color: str = "#4C72B0") -> None:
     ax.set_xticks(list(x), d["x"], rotation=30, ha="right", fontsize=8)
 
 
+def _pair(ax, labels, first, second, names) -> None:
+    x = list(range(len(labels)))
+    ax.bar([i - 0.2 for i in x], first, width=0.4, label=names[0])
+    ax.bar([i + 0.2 for i in x], second, width=0.4, label=names[1])
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+
+
 def render_png(panels: list[Panel], title: str, path: Path) -> None:
     import matplotlib
 
@@ -39,11 +47,7 @@ def render_png(panels: list[Panel], title: str, path: Path) -> None:
             if panel.key == "speedup":
                 ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         elif panel.key == "memory":
-            x = list(range(len(d["x"])))
-            ax.bar([i - 0.2 for i in x], d["weights"], width=0.4, label="weights")
-            ax.bar([i + 0.2 for i in x], d["peak"], width=0.4, label="peak")
-            ax.set_xticks(x, d["x"], rotation=30, ha="right", fontsize=8)
-            ax.legend(fontsize=8)
+            _pair(ax, d["x"], d["weights"], d["peak"], ("weights", "peak"))
         elif panel.key == "size_speed":
             for scheme, s in d["series"].items():
                 ax.scatter(s["x"], s["y"], label=scheme)
@@ -61,11 +65,7 @@ def render_png(panels: list[Panel], title: str, path: Path) -> None:
             ax.set_ylabel("KL vs baseline")
             ax.legend(fontsize=8)
         elif panel.key == "roofline":
-            x = list(range(len(d["x"])))
-            ax.bar([i - 0.2 for i in x], d["achieved"], width=0.4, label="achieved")
-            ax.bar([i + 0.2 for i in x], d["ceiling"], width=0.4, label="ceiling")
-            ax.set_xticks(x, d["x"], rotation=30, ha="right", fontsize=8)
-            ax.legend(fontsize=8)
+            _pair(ax, d["x"], d["achieved"], d["ceiling"], ("achieved", "ceiling"))
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
