@@ -220,8 +220,6 @@ class LLMBenchmark:
                     self.progress.cell_finished(cell.scheme, result, wall)
             wall_s = time.perf_counter() - start
             store.end_run(run_id, ok, failed, wall_s)
-            if self.progress:
-                self.progress.stop()
             records = build_records(store, run_id)
             files = exports.write_run_files(records, self.out, run_id) if self.out else []
             if self.log:

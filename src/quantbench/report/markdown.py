@@ -15,11 +15,22 @@ def _code(text) -> str:
     return str(text).replace("`", "'").replace("|", "\\|").replace("\n", " ")
 
 
-def _median_ci(summary: dict | None, digits: int = 1) -> str:
+def median_ci_text(summary: dict | None, digits: int = 1) -> str:
     if not summary:
         return "-"
     lo, hi = summary["median_ci"]
     return f"{summary['median']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def speedup_text(record: dict) -> str:
+    """Decode speedup vs the baseline with its CI; `~` marks a non-significant difference."""
+    if record["baseline"]:
+        return "1.00"
+    speed = (record.get("vs_baseline") or {}).get("decode_speedup")
+    if not speed:
+        return "-"
+    mark = "" if speed["significant"] else " ~"
+    return f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]{mark}"
 
 
 def results_table(records: list[dict]) -> str:
@@ -33,13 +44,10 @@ def results_table(records: list[dict]) -> str:
             continue
         m = r["metrics"]
         versus = r.get("vs_baseline") or {}
-        speed = versus.get("decode_speedup")
-        speed_text = "1.00" if r["baseline"] else (
-            f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]"
-            + ("" if speed["significant"] else " ~") if speed else "-")
+        speed_text = speedup_text(r)
         reduction = versus.get("weights_reduction_pct")
         lines.append(
-            f"| {name} | ok{' (reused)' if r['reused'] else ''} | {_median_ci(m.get('decode_tok_s'))} "
+            f"| {name} | ok{' (reused)' if r['reused'] else ''} | {median_ci_text(m.get('decode_tok_s'))} "
             f"| {speed_text} | {m['ttft_ms']['median']:.1f} | {m['prefill_tok_s']['median']:.0f} "
             f"| {r['memory'].get('weights_bytes', 0) / 1e6:,.1f} "
             f"| {r['memory'].get('peak_bytes', 0) / 1e6:,.1f} "

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from quantbench.report.markdown import median_ci_text, speedup_text
+
 
 def _mb(value) -> str:
     return f"{value / 1e6:,.1f}" if value else "-"
-
-
-def _ci(summary: dict, digits: int = 1) -> str:
-    lo, hi = summary["median_ci"]
-    return f"{summary['median']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def comparison_table(records: list[dict], title: str | None = None) -> Table:
@@ -31,20 +28,12 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
             continue
         m = r["metrics"]
         versus = r.get("vs_baseline") or {}
-        speed = versus.get("decode_speedup")
-        if r["baseline"]:
-            speed_text = "1.00"
-        elif speed:
-            mark = "" if speed["significant"] else " ~"
-            speed_text = f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]{mark}"
-        else:
-            speed_text = "-"
         reduction = versus.get("weights_reduction_pct")
         note = f"reused from {r['measured_in_run']}" if r["reused"] else ""
         table.add_row(
             name,
-            _ci(m["decode_tok_s"]) if "decode_tok_s" in m else "-",
-            speed_text,
+            median_ci_text(m.get("decode_tok_s")),
+            speedup_text(r),
             f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-",
             _mb(r["memory"].get("weights_bytes")),
             _mb(r["memory"].get("peak_bytes")),
