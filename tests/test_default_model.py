@@ -39,5 +39,5 @@ def test_every_cpu_scheme_runs_on_the_bundled_model(workdir):
     for r in records:
         assert r["status"] == "ok", (r["scheme"], r["error"])
         assert r["info"]["quantize_s"] >= 0 and r["memory"]["weights_bytes"] > 0
-        if r["scheme"] not in ("fp32",):
+        if r["scheme"] not in ("fp32", "gguf-f32"):
             assert r["memory"]["weights_bytes"] < base, r["scheme"]  # every scheme shrinks it

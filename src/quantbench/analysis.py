@@ -19,8 +19,11 @@ def build_records(store, run_id: str) -> list[dict]:
     records = [_record(run_id, cell, env) for cell in cells]
     base_cells = [c for c in cells if c["baseline"]]
     base = base_cells[0] if base_cells else None
+    by_scheme = {c["scheme"]: c for c in cells}
     for record, cell in zip(records, cells):
-        record["vs_baseline"] = _versus(cell, base)
+        # Schemes with their own engine (GGUF) are timed against that engine's full-precision run.
+        ref_name = (cell["config"].get("extra") or {}).get("speed_reference")
+        record["vs_baseline"] = _versus(cell, base, by_scheme.get(ref_name, base))
     return records
 
 
@@ -57,15 +60,18 @@ def _record(run_id: str, cell: dict, env: dict) -> dict:
     }
 
 
-def _versus(cell: dict, base: dict | None) -> dict | None:
+def _versus(cell: dict, base: dict | None, speed_ref: dict | None) -> dict | None:
     if base is None or cell["status"] != "ok" or base["status"] != "ok":
         return None
     out: dict = {"baseline_scheme": base["scheme"]}
-    for metric, key in (("decode_tok_s", "decode_speedup"), ("e2e_tok_s", "e2e_speedup"),
-                        ("prefill_tok_s", "prefill_speedup")):
-        a, b = cell["samples"].get(metric), base["samples"].get(metric)
-        if a and b:
-            out[key] = ratio_of_medians(a, b)
+    if speed_ref is not None and speed_ref is not base:
+        out["speed_reference"] = speed_ref["scheme"]
+    if speed_ref is not None and speed_ref["status"] == "ok":
+        for metric, key in (("decode_tok_s", "decode_speedup"), ("e2e_tok_s", "e2e_speedup"),
+                            ("prefill_tok_s", "prefill_speedup")):
+            a, b = cell["samples"].get(metric), speed_ref["samples"].get(metric)
+            if a and b:
+                out[key] = ratio_of_medians(a, b)
     for mem_key, key in (("weights_bytes", "weights_reduction_pct"),
                          ("peak_bytes", "peak_reduction_pct")):
         a, b = cell["memory"].get(mem_key), base["memory"].get(mem_key)

@@ -134,11 +134,46 @@ class LLMBenchmark:
         if baseline in names:
             names.remove(baseline)
         names.insert(0, baseline)
+        names = self._with_runtime_references(names, device_type)
         for name in names:
             ok, why = get_scheme(name).availability(device_type, capability)
             if not ok:
                 raise UsageError(f"scheme '{name}' cannot run on {device_type} here: {why}")
         return names, baseline
+
+    def _with_runtime_references(self, names: list[str], device_type: str) -> list[str]:
+        """Schemes with their own engine (GGUF: llama.cpp) are timed against that engine's
+        full-precision run, never against torch: add that run when it is missing and put it
+        first among its engine's schemes."""
+        base_runtime = get_scheme(names[0]).runtime or self.runtime
+        out = list(names)
+        for runtime in dict.fromkeys(get_scheme(n).runtime for n in names):
+            if runtime is None or runtime == base_runtime:
+                continue
+            group = [n for n in out if get_scheme(n).runtime == runtime]
+            refs = [n for n in group if get_scheme(n).reference]
+            if not refs:
+                ref = "gguf-f16" if device_type == "cuda" else "gguf-f32"
+                self.notes.append(f"added {ref}: {runtime} schemes are timed against {runtime}'s "
+                                  "own full-precision run of the same model (like with like)")
+                refs = [ref]
+            first = out.index(group[0])
+            out = [n for n in out if n not in refs]
+            out[first:first] = refs[:1]
+            if len(refs) > 1:
+                out.extend(refs[1:])
+        return out
+
+    def _check_runtime_fit(self, names: list[str], resolved) -> None:
+        for name in names:
+            scheme = get_scheme(name)
+            if scheme.runtime == "llama.cpp" and self.workload.batch_size != 1:
+                raise UsageError(f"scheme '{name}' runs in llama.cpp one sequence at a time: "
+                                 "use --batch-size 1 for GGUF schemes")
+            if scheme.base == "gguf-file" or name == "gguf-file":
+                if not resolved.source_gguf:
+                    raise UsageError("scheme 'gguf-file' runs a .gguf --model as it is, and "
+                                     f"'{resolved.spec}' is not one: use gguf-q8_0, gguf-q4_k_m, ...")
 
     def _check_outputs(self) -> None:
         if self.log and Path(self.log).is_dir():
@@ -156,6 +191,7 @@ class LLMBenchmark:
         self._check_outputs()
         resolved = models.resolve(self.model_spec, on_convert=self._converting)
         self.workload.validate(resolved.max_context)
+        self._check_runtime_fit(names, resolved)
         if resolved.random_weights:
             prompt = prompts.random_prompts(resolved.vocab_size, self.workload.batch_size,
                                             self.workload.prompt_tokens, self.seed)
@@ -165,10 +201,19 @@ class LLMBenchmark:
                                             self.workload.batch_size, self.workload.prompt_tokens)
         cells = [CellConfig(model=resolved.to_dict(), scheme=name,
                             scheme_settings=get_scheme(name).settings(device_type),
-                            runtime=self.runtime, device=device, workload=self.workload,
-                            repetitions=self.repetitions, prompt=prompt, seed=self.seed,
-                            baseline=(name == baseline)) for name in names]
+                            runtime=get_scheme(name).runtime or self.runtime, device=device,
+                            workload=self.workload, repetitions=self.repetitions, prompt=prompt,
+                            seed=self.seed, baseline=(name == baseline),
+                            extra=self._speed_reference(name, names))
+                 for name in names]
         return resolved, device, cells, prompt
+
+    def _speed_reference(self, name: str, names: list[str]) -> dict:
+        runtime = get_scheme(name).runtime
+        if runtime is None or runtime == (get_scheme(names[0]).runtime or self.runtime):
+            return {}
+        ref = next(n for n in names if get_scheme(n).runtime == runtime and get_scheme(n).reference)
+        return {"speed_reference": ref}
 
     def _planned_files(self, run_id: str) -> list[str]:
         files = [str(Path(self.out) / f"{run_id}.{ext}") for ext in ("json", "csv")] if self.out else []

@@ -112,6 +112,8 @@ def schemes(as_json: bool = typer.Option(False, "--json", help="A JSON list inst
     for s in all_schemes():
         ok, why = s.availability(device_type, capability)
         versions = s.versions()
+        if len(versions) > 1:  # name each library when a scheme needs several
+            versions = {k: f"{k} {v}" for k, v in versions.items()}
         rows.append({"name": s.name, "backend": s.backend,
                      "backend_version": ", ".join(versions.values()) or None, "bits": s.bits,
                      "devices": list(s.devices), "available": ok, "reason": why,
@@ -128,7 +130,8 @@ def schemes(as_json: bool = typer.Option(False, "--json", help="A JSON list inst
         table.add_column(col, no_wrap=col in ("name", "here"))
     for r in rows:
         backend = r["backend"] + (f" {r['backend_version']}" if r["backend_version"] else "")
-        table.add_row(r["name"], backend, f"{r['bits']:g}", ",".join(r["devices"]),
+        table.add_row(r["name"], backend, f"{r['bits']:g}" if r["bits"] else "as file",
+                      ",".join(r["devices"]),
                       "[green]yes[/green]" if r["available"] else "[red]no[/red]",
                       r["description"] if r["available"] else r["reason"])
     out.print(table)

@@ -35,6 +35,7 @@ class ResolvedModel:
     note: str = ""
     max_context: int | None = None
     vocab_size: int | None = None
+    source_gguf: str | None = None  # the .gguf it was converted from, if any
 
     @property
     def label(self) -> str:
@@ -147,8 +148,10 @@ def _resolve_gguf(spec: str, path: Path, on_convert, note: str = "") -> Resolved
         message = f"Converting {path.name} to safetensors once (cached in {target})"
         with on_convert(message) if on_convert else contextlib.nullcontext():
             _convert_gguf(path, target)
-    return _resolve_dir(spec, target, name=path.stem,
-                        note=note or f"{path.name} dequantized by transformers")
+    resolved = _resolve_dir(spec, target, name=path.stem,
+                            note=note or f"{path.name} dequantized by transformers")
+    resolved.source_gguf = str(path.resolve())
+    return resolved
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:

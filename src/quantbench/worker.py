@@ -27,27 +27,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_cell(cell) -> dict:
+class _Engine:
+    """A loaded model ready to generate, and what it took to get there."""
+
+    def __init__(self, generate, weights: int, params: int, info: dict, close=None):
+        self.generate = generate  # (input_ids as lists, new_tokens) -> GenerationTiming
+        self.weights = weights
+        self.params = params
+        self.info = info
+        self.close = close or (lambda: None)
+
+
+def _torch_engine(cell, scheme, device: str) -> _Engine:
     import torch
 
     from quantbench import models
     from quantbench.measure import memory
     from quantbench.runtimes import eager
-    from quantbench.schemes import get
     from quantbench.schemes.registry import torch_dtype
 
-    device = cell.device
     device_type = device.split(":")[0]
-    scheme = get(cell.scheme)
-    startup_s = time.perf_counter() - _STARTED  # interpreter + imports
-    start = time.perf_counter()
-    if device_type == "cuda":
-        torch.cuda.set_device(device)
-        torch.zeros(1, device=device)  # creates the CUDA context outside the load timing
-    device_init_s = time.perf_counter() - start
-    torch.manual_seed(cell.seed)
     dtype = torch_dtype(scheme.compute_dtype(device_type))
-
     progress(phase="load")
     start = time.perf_counter()
     model = models.load(cell.model, dtype, "cpu" if scheme.build_on_cpu else device, cell.seed)
@@ -59,17 +59,68 @@ def measure_cell(cell) -> dict:
     model = scheme.apply(model, device)
     _sync(device)
     quantize_s = time.perf_counter() - start
-
     memory.release_freed_memory()  # the float weights a quantizer replaced
-    weights = memory.weight_bytes(model)
-    params = memory.parameter_count(model)
+
+    def generate(ids, new_tokens):
+        input_ids = torch.tensor(ids, dtype=torch.long, device=device)
+        return eager.generate(model, input_ids, new_tokens, device)
+
+    return _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model),
+                   {"load_s": load_s, "quantize_s": quantize_s,
+                    "dtype": str(dtype).replace("torch.", "")})
+
+
+def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
+    from quantbench.measure import memory
+    from quantbench.runtimes import llamacpp
+
+    path, info = llamacpp.prepare(cell, scheme, progress)
+    memory.release_freed_memory()  # the torch model an export held
+    facts = llamacpp.file_facts(path)
+    progress(phase="load")
+    start = time.perf_counter()
+    w = cell.workload
+    threads = llamacpp.threads_for(scheme)
+    engine = llamacpp.LlamaCppModel(path, w.prompt_tokens + w.new_tokens, threads,
+                                    gpu=device.startswith("cuda"))
+    load_s = time.perf_counter() - start
+
+    def generate(ids, new_tokens):
+        return engine.generate(ids[0], new_tokens)
+
+    info.update({"load_s": load_s, "gguf_file": str(path), "gguf_file_bytes": facts["file_bytes"],
+                 "gguf_tensor_types": facts["tensor_types"], "llama_threads": threads,
+                 "dtype": "as stored in the GGUF"})
+    return _Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close)
+
+
+def measure_cell(cell) -> dict:
+    import torch
+
+    from quantbench.measure import memory
+    from quantbench.schemes import get
+
+    device = cell.device
+    device_type = device.split(":")[0]
+    scheme = get(cell.scheme)
+    startup_s = time.perf_counter() - _STARTED  # interpreter + imports
+    start = time.perf_counter()
+    if device_type == "cuda":
+        torch.cuda.set_device(device)
+        torch.zeros(1, device=device)  # creates the CUDA context outside the load timing
+    device_init_s = time.perf_counter() - start
+    torch.manual_seed(cell.seed)
+
+    if scheme.runtime == "llama.cpp":
+        engine = _llamacpp_engine(cell, scheme, device)
+    else:
+        engine = _torch_engine(cell, scheme, device)
     rss_after_load = memory.current_rss_bytes()
     if device_type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     rss_reset = memory.reset_peak_rss()
 
-    input_ids = torch.tensor(cell.prompt["ids"], dtype=torch.long, device=device)
     w = cell.workload
     total = cell.repetitions.warmup + cell.repetitions.runs
     samples: dict[str, list[float]] = {}
@@ -80,7 +131,7 @@ def measure_cell(cell) -> dict:
         warm = i < cell.repetitions.warmup
         progress(phase="warmup" if warm else "run", i=i + 1, n=total)
         start = time.perf_counter()
-        timing = eager.generate(model, input_ids, w.new_tokens, device)
+        timing = engine.generate(cell.prompt["ids"], w.new_tokens)
         if warm:
             warmup_s += time.perf_counter() - start
             continue
@@ -94,7 +145,7 @@ def measure_cell(cell) -> dict:
     if token_ms:
         samples["token_latency_ms"] = token_ms
 
-    mem = {"weights_bytes": weights, "rss_after_load_bytes": rss_after_load,
+    mem = {"weights_bytes": engine.weights, "rss_after_load_bytes": rss_after_load,
            "peak_rss_bytes": memory.peak_rss_bytes(),
            "peak_rss_scope": "timed runs" if rss_reset else "whole process"}
     if device_type == "cuda":
@@ -105,11 +156,14 @@ def measure_cell(cell) -> dict:
         used = memory.nvml_used_bytes(index)
         if used is not None:
             mem["nvml_used_bytes"] = used
+            if scheme.runtime == "llama.cpp":  # torch's allocator sees none of llama.cpp's memory
+                mem["peak_bytes"] = used
     else:
         mem["peak_bytes"] = mem["peak_rss_bytes"]
+    engine.close()
 
-    info = {"startup_s": startup_s, "device_init_s": device_init_s, "load_s": load_s, "quantize_s": quantize_s, "warmup_s": warmup_s,
-            "parameters": params, "dtype": str(dtype).replace("torch.", ""),
+    info = {"startup_s": startup_s, "device_init_s": device_init_s, **engine.info,
+            "warmup_s": warmup_s, "parameters": engine.params,
             "torch_threads": torch.get_num_threads(), "versions": scheme.versions(),
             "torch": torch.__version__, "pid": os.getpid(), "output_ids": output_ids}
     return {"status": "ok", "metrics": samples, "memory": mem, "info": info}

@@ -7,6 +7,7 @@ from pathlib import Path
 from quantbench.analysis import build_records
 from quantbench.report import dashboard, html, panels
 from quantbench.report.markdown import summary
+from quantbench.report.table import runtimes
 
 
 def history(store) -> list[dict]:
@@ -41,7 +42,7 @@ def write_report(store, run_id: str, out: str) -> list[str]:
         lines.append(f"{head['model_label']}" if head["model_label"] else "")
         lines.append(f"batch {w['batch_size']}, {w['prompt_tokens']} prompt + {w['new_tokens']} new "
                      f"tokens, {head['repetitions']['warmup']} warm-up + {head['repetitions']['runs']} "
-                     f"timed runs, runtime {head['runtime']}")
+                     f"timed runs, runtime {runtimes(records)}")
         purpose = store.run(run_id)["purpose"]
         if purpose:
             lines.append(f"purpose: {purpose}")

@@ -39,6 +39,7 @@ def flat_rows(records: list[dict]) -> list[dict]:
         row["parameters"] = r["info"].get("parameters")
         versus = r.get("vs_baseline") or {}
         speed = versus.get("decode_speedup") or {}
+        row["speed_reference"] = versus.get("speed_reference") or versus.get("baseline_scheme")
         row["decode_speedup"] = speed.get("ratio")
         row["decode_speedup_ci95_low"] = (speed.get("ci95") or [None, None])[0]
         row["decode_speedup_ci95_high"] = (speed.get("ci95") or [None, None])[1]
@@ -69,6 +70,7 @@ def to_jsonl(records: list[dict]) -> str:
 
 def to_markdown(records: list[dict]) -> str:
     from quantbench.report.markdown import results_table, summary
+    from quantbench.report.table import runtimes
 
     if not records:
         return ""
@@ -76,7 +78,7 @@ def to_markdown(records: list[dict]) -> str:
     w = head["workload"]
     lines = [f"## quantbench run {head['run_id']}", "",
              f"Model: {head['model']} ({head['model_label']}); device {head['device']}; runtime "
-             f"{head['runtime']}; batch {w['batch_size']}, {w['prompt_tokens']} prompt + "
+             f"{runtimes(records)}; batch {w['batch_size']}, {w['prompt_tokens']} prompt + "
              f"{w['new_tokens']} new tokens; {head['repetitions']['warmup']} warm-up + "
              f"{head['repetitions']['runs']} timed runs.", "", results_table(records), ""]
     lines += [f"- {line}" for line in summary(records)]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from quantbench.analysis import build_records
 from quantbench.report.markdown import _cell, _code, results_table, summary
+from quantbench.report.table import runtimes
 
 LOG_HEADER = ("# quantbench experiment log\n\nOne entry per `quantbench run`, generated from the "
               "results database (`quantbench log` rebuilds it). Every figure comes from the "
@@ -42,7 +43,8 @@ def entry(store, run_id: str, number: int) -> str:
         + (f"; {_cell(model.get('note'))}" if model.get("note") else ""),
         f"- **Hardware:** {_cell(_hardware(env))}",
         f"- **Configuration:** schemes {', '.join(config['schemes'])} (baseline {config['baseline']}); "
-        f"device {config['device']}, runtime {config['runtime']}; batch {workload['batch_size']}, "
+        f"device {config['device']}, runtime {runtimes(records) if records else config['runtime']}; "
+        f"batch {workload['batch_size']}, "
         f"{workload['prompt_tokens']} prompt + {workload['new_tokens']} new tokens (EOS ignored); "
         f"{reps['warmup']} warm-up + {reps['runs']} timed runs per scheme; prompts from "
         f"`{_code(config['prompt']['source'])}`",

@@ -26,11 +26,16 @@ def speedup_text(record: dict) -> str:
     """Decode speedup vs the baseline with its CI; `~` marks a non-significant difference."""
     if record["baseline"]:
         return "1.00"
-    speed = (record.get("vs_baseline") or {}).get("decode_speedup")
+    versus = record.get("vs_baseline") or {}
+    ref = versus.get("speed_reference")
+    if ref == record["scheme"]:
+        return f"1.00 ({record['runtime']} ref)"
+    speed = versus.get("decode_speedup")
     if not speed:
         return "-"
     mark = "" if speed["significant"] else " ~"
-    return f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]{mark}"
+    versus_ref = f" vs {ref}" if ref else ""
+    return f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]{mark}{versus_ref}"
 
 
 def results_table(records: list[dict]) -> str:
@@ -63,19 +68,23 @@ def summary(records: list[dict]) -> list[str]:
     if base["status"] != "ok":
         return [f"The baseline {base['scheme']} failed ({base['error']}): no comparison possible."]
     out = []
-    faster, slower, same = [], [], []
+    groups: dict[str, tuple[list, list, list]] = {}
     for r in records:
-        speed = (r.get("vs_baseline") or {}).get("decode_speedup")
-        if r["baseline"] or not speed:
+        versus = r.get("vs_baseline") or {}
+        speed = versus.get("decode_speedup")
+        ref = versus.get("speed_reference") or base["scheme"]
+        if r["baseline"] or not speed or ref == r["scheme"]:
             continue
+        faster, slower, same = groups.setdefault(ref, ([], [], []))
         text = f"{r['scheme']} ({speed['ratio']:.2f}x, 95% CI {speed['ci95'][0]:.2f}-{speed['ci95'][1]:.2f})"
         (same if not speed["significant"] else faster if speed["ratio"] > 1 else slower).append(text)
-    if faster:
-        out.append(f"Faster than {base['scheme']} in decode, significantly: " + "; ".join(faster) + ".")
-    if slower:
-        out.append(f"Slower than {base['scheme']} in decode, significantly: " + "; ".join(slower) + ".")
-    if same:
-        out.append("No significant decode difference from the baseline: " + "; ".join(same) + ".")
+    for ref, (faster, slower, same) in groups.items():
+        if faster:
+            out.append(f"Faster than {ref} in decode, significantly: " + "; ".join(faster) + ".")
+        if slower:
+            out.append(f"Slower than {ref} in decode, significantly: " + "; ".join(slower) + ".")
+        if same:
+            out.append(f"No significant decode difference from {ref}: " + "; ".join(same) + ".")
     shrink = [(r["scheme"], r["vs_baseline"]["weights_reduction_pct"]) for r in records
               if not r["baseline"] and r.get("vs_baseline") and "weights_reduction_pct" in r["vs_baseline"]]
     if shrink:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-PHASES = {"load": "loading model", "quantize": "applying scheme"}
+PHASES = {"load": "loading model", "quantize": "applying scheme",
+          "export": "exporting to GGUF (once per model)"}
 
 
 class RunProgress:

@@ -43,6 +43,16 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
     return table
 
 
+def runtimes(records: list[dict]) -> str:
+    """'eager', or 'eager; llama.cpp for gguf-*' when schemes bring their own engine."""
+    first = records[0]["runtime"]
+    others = {}
+    for r in records:
+        if r["runtime"] != first:
+            others.setdefault(r["runtime"], []).append(r["scheme"])
+    return first + "".join(f"; {rt} for {', '.join(names)}" for rt, names in others.items())
+
+
 def caption(records: list[dict]) -> list[str]:
     if not records:
         return []
@@ -50,7 +60,7 @@ def caption(records: list[dict]) -> list[str]:
     w = r["workload"]
     reps = r["repetitions"]
     lines = [f"model: {r['model']} ({r['model_label']})" if r["model_label"] else f"model: {r['model']}",
-             f"device: {r['device']}   runtime: {r['runtime']}   batch {w['batch_size']}, "
+             f"device: {r['device']}   runtime: {runtimes(records)}   batch {w['batch_size']}, "
              f"{w['prompt_tokens']} prompt + {w['new_tokens']} new tokens (EOS ignored)   "
              f"{reps['warmup']} warm-up + {reps['runs']} timed runs per scheme",
              "decode CI: order-statistic interval for the median (coverage "

@@ -37,6 +37,13 @@ class Scheme:
     # Fields a user may set as `name:key=value[:key=value]`; they are part of the cell identity.
     tunable: tuple[str, ...] = ()
     base: str = ""  # the registered name, when `name` carries settings
+    # A scheme tied to its own engine (GGUF: llama.cpp) names it; None runs under --runtime.
+    runtime: str | None = None
+
+    @property
+    def reference(self) -> bool:
+        """Whether this is the full-precision run of its runtime, other schemes' speed yardstick."""
+        return self.bits >= 16
 
     def compute_dtype(self, device_type: str) -> str:
         """The float dtype the model is loaded in and activations run at."""

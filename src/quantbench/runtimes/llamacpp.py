@@ -1,0 +1,174 @@
+"""The llama.cpp runtime (llama-cpp-python): GGUF files made once and cached, then the same
+fixed-length greedy decode as the eager runtime, on the same prompt token ids.
+
+quantbench hands llama.cpp token ids and reads back token ids: llama.cpp never tokenizes, so
+every scheme sees identical input whatever vocabulary metadata the GGUF carries.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import time
+from pathlib import Path
+
+from quantbench.runtimes.eager import GenerationTiming
+
+
+def gguf_dir(model: dict, seed: int) -> Path:
+    from quantbench.models import cache_dir
+
+    key = model["fingerprint"].replace(":", "-").replace("/", "-")
+    if model.get("random_weights"):
+        key += f"-seed{seed}"  # random weights depend on the seed
+    return cache_dir() / "gguf" / key
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _read_sidecar(path: Path) -> dict:
+    try:
+        return json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_sidecar(path: Path, data: dict) -> None:
+    tmp = _sidecar(path).with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, _sidecar(path))
+
+
+def export_f32(cell, progress) -> tuple[Path, dict]:
+    """The model as an F32 GGUF, written by quantbench (cached per model fingerprint)."""
+    from quantbench import gguf_export, models
+    import torch
+
+    target = gguf_dir(cell.model, cell.seed) / "F32.gguf"
+    if target.exists():
+        return target, {**_read_sidecar(target), "cached": True}
+    progress(phase="export")
+    start = time.perf_counter()
+    net = models.load(cell.model, torch.float32, "cpu", cell.seed)
+    facts = gguf_export.export_f32(net, target, model_dir=cell.model.get("path"),
+                                   source_gguf=cell.model.get("source_gguf"))
+    del net
+    info = {"export_s": time.perf_counter() - start, "file_bytes": facts["bytes"],
+            "written_by": "quantbench.gguf_export (gguf GGUFWriter)"}
+    _write_sidecar(target, info)
+    return target, {**info, "cached": False}
+
+
+def quantize(source: Path, ggml_type: str, threads: int, progress) -> tuple[Path, dict]:
+    """llama.cpp's own quantizer, F32 -> `ggml_type` (cached beside the F32 file)."""
+    import llama_cpp
+
+    if ggml_type == "F32":
+        return source, {}
+    target = source.with_name(f"{ggml_type}.gguf")
+    if target.exists():
+        return target, {**_read_sidecar(target), "cached": True}
+    progress(phase="quantize")
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ggml_type}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = threads
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    start = time.perf_counter()
+    try:
+        code = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(),
+                                              ctypes.byref(params))
+        if code != 0:
+            raise RuntimeError(f"llama.cpp could not quantize to {ggml_type} (code {code})")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    info = {"llama_quantize_s": time.perf_counter() - start, "file_bytes": target.stat().st_size}
+    _write_sidecar(target, info)
+    return target, {**info, "cached": False}
+
+
+def file_facts(path: Path) -> dict:
+    """Exact tensor bytes, parameter count and type mix of a GGUF file."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    types: dict[str, int] = {}
+    weights = params = 0
+    for tensor in reader.tensors:
+        weights += int(tensor.n_bytes)
+        params += int(tensor.n_elements)
+        kind = tensor.tensor_type.name
+        types[kind] = types.get(kind, 0) + 1
+    return {"weights_bytes": weights, "parameters": params, "tensor_types": types,
+            "file_bytes": path.stat().st_size}
+
+
+class LlamaCppModel:
+    """One llama.cpp context sized for the workload; `generate` mirrors eager.generate."""
+
+    def __init__(self, path: Path, n_ctx: int, threads: int, gpu: bool, logits_all: bool = False):
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx),
+                         n_ubatch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
+                         n_gpu_layers=-1 if gpu else 0, use_mmap=False, logits_all=logits_all,
+                         verbose=False)
+        self.n_vocab = self.llm.n_vocab()
+
+    def _last_logits(self):
+        import numpy as np
+
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+
+    def generate(self, ids: list[int], new_tokens: int) -> GenerationTiming:
+        llm = self.llm
+        llm.reset()
+        marks = [time.perf_counter()]
+        llm.eval(ids)
+        token = int(self._last_logits().argmax())
+        marks.append(time.perf_counter())
+        generated = [token]
+        for _ in range(new_tokens - 1):
+            llm.eval([token])
+            token = int(self._last_logits().argmax())
+            generated.append(token)
+            marks.append(time.perf_counter())
+        intervals = [b - a for a, b in zip(marks, marks[1:])]
+        return GenerationTiming(ttft_s=intervals[0], decode_s=sum(intervals[1:]),
+                                token_s=intervals[1:], tokens=[generated])
+
+    def logits(self, ids: list[int]):
+        """fp32 logits of every position of `ids` (needs logits_all=True)."""
+        self.llm.reset()
+        self.llm.eval(ids)
+        return self.llm.scores[: len(ids)].copy()
+
+    def close(self):
+        self.llm.close()
+
+
+def prepare(cell, scheme, progress) -> tuple[Path, dict]:
+    """The GGUF file this cell runs, built if needed; info says how and how long it took."""
+    threads = threads_for(scheme)
+    if scheme.ggml_type == "file":
+        path = Path(cell.model["source_gguf"])
+        return path, {"gguf_source": "the --model file as it is", "quantize_s": 0.0}
+    start = time.perf_counter()
+    f32, exported = export_f32(cell, progress)
+    path, quantized = quantize(f32, scheme.ggml_type, threads, progress)
+    cached = exported.get("cached") and quantized.get("cached", True)
+    # What making this file cost (export + llama.cpp quantizer), also when it came from the cache.
+    made_s = exported.get("export_s", 0.0) + quantized.get("llama_quantize_s", 0.0)
+    return path, {"gguf_export": exported, "gguf_quantize": quantized, "gguf_cached": bool(cached),
+                  "quantize_s": made_s, "prepare_wall_s": time.perf_counter() - start}
+
+
+def threads_for(scheme) -> int:
+    import torch
+
+    return scheme.threads or torch.get_num_threads()
