@@ -1,5 +1,8 @@
 """GPU paths, run on a lent H100/H200 with `pytest -m gpu` (deselected elsewhere)."""
 
+import os
+import shutil
+
 import pytest
 
 from conftest import export_json, quantbench
@@ -33,14 +36,56 @@ def test_default_run_on_gpu_uses_bf16_baseline_and_gpu_memory(workdir):
 
 # gpt2-124m preset: 85 M parameters in linears, 38.6 M in the (tied, unquantized) embedding,
 # so 8-bit linears leave ~0.66 of the bf16 bytes and 4-bit ones ~0.48, scales included.
-@pytest.mark.parametrize("scheme,max_fraction", [
-    ("torchao-int8wo", 0.70), ("torchao-int4wo", 0.55), ("torchao-float8wo", 0.70),
-    ("bnb-int8", 0.70), ("bnb-nf4", 0.55)])
-def test_gpu_schemes_run_and_shrink_the_weights(workdir, scheme, max_fraction):
-    proc = quantbench("run", "--model", "random:gpt2-124m", "--schemes", f"bf16,{scheme}",
-                      "--prompt-tokens", "32", "--new-tokens", "8", "--warmup", "1", "--runs", "2",
-                      cwd=workdir)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    base, quant = export_json(workdir)
+GPU_SCHEMES = {
+    "torchao-int8wo": 0.70, "torchao-int8dq": 0.70, "torchao-int4wo": 0.55,
+    "torchao-float8wo": 0.70, "torchao-float8dq": 0.70,
+    "bnb-int8": 0.70, "bnb-int8:threshold=0.0": 0.70, "bnb-nf4": 0.55, "bnb-nf4-dq": 0.55,
+    "bnb-fp4": 0.55, "quanto-int8": 0.70, "quanto-int4": 0.55, "hqq-int8": 0.70, "hqq-int4": 0.55,
+}
+
+
+@pytest.fixture(scope="module")
+def every_gpu_scheme(tmp_path_factory):
+    """One run with every GPU scheme (one process per cell, as always): a failing scheme is a
+    recorded failed cell, which its own test below reports."""
+    root = tmp_path_factory.mktemp("gpu-schemes")
+    proc = quantbench("run", "--model", "random:gpt2-124m", "--schemes",
+                      "bf16," + ",".join(GPU_SCHEMES), "--prompt-tokens", "32", "--new-tokens",
+                      "8", "--warmup", "1", "--runs", "2", "--cell-timeout", "300", cwd=root)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    keep = os.environ.get("QUANTBENCH_KEEP_DB")  # the device tool copies it back for docs/results
+    if keep:
+        shutil.copy(root / "quantbench.db", keep)
+    return {r["scheme"]: r for r in export_json(root)}
+
+
+@pytest.mark.parametrize("scheme", list(GPU_SCHEMES))
+def test_gpu_schemes_run_and_shrink_the_weights(every_gpu_scheme, scheme):
+    base, quant = every_gpu_scheme["bf16"], every_gpu_scheme[scheme]
     assert quant["status"] == "ok", quant["error"]
-    assert quant["memory"]["weights_bytes"] < max_fraction * base["memory"]["weights_bytes"]
+    assert quant["device"] == "cuda:0"
+    assert quant["memory"]["weights_bytes"] < GPU_SCHEMES[scheme] * base["memory"]["weights_bytes"]
+    assert quant["info"]["quantize_s"] > 0
+    # bitsandbytes schemes compute in fp16 (quantbench picks its kernels' dtype), the rest in bf16.
+    expected = "float16" if scheme.startswith("bnb-") else "bfloat16"
+    assert quant["scheme_settings"]["compute_dtype"] == expected
+    assert len(quant["info"]["output_ids"][0]) == 8
+
+
+def test_gguf_on_a_gpu_needs_a_cuda_build_of_llama_cpp(workdir):
+    """Where llama-cpp-python is absent or a CPU build, a GGUF scheme on the GPU is refused in
+    one line that names the fix, before anything is measured."""
+    import importlib.util
+
+    proc = quantbench("run", "--model", "random:tiny", "--schemes", "bf16,gguf-q8_0", cwd=workdir)
+    if importlib.util.find_spec("llama_cpp") is not None:
+        import llama_cpp
+
+        if llama_cpp.llama_supports_gpu_offload():
+            assert proc.returncode == 0, proc.stderr
+            return
+        assert "GGML_CUDA=on" in proc.stderr
+    else:
+        assert "quantbench[gguf]" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert not (workdir / "quantbench.db").exists()
