@@ -31,6 +31,7 @@ def _record(run_id: str, cell: dict, env: dict) -> dict:
     config = cell["config"]
     model = config["model"]
     info = dict(cell["info"])
+    quality = info.pop("quality", None)
     return {
         "run_id": run_id,
         "cell_id": cell["cell_id"],
@@ -53,6 +54,7 @@ def _record(run_id: str, cell: dict, env: dict) -> dict:
         "metrics": {name: summarize(values).to_dict() for name, values in cell["samples"].items()},
         "memory": cell["memory"],
         "info": info,
+        "quality": quality,
         "started_at": cell["started_at"],
         "wall_s": cell["wall_s"],
         "env_id": cell["env_id"],

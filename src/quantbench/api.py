@@ -12,6 +12,7 @@ from pathlib import Path
 from quantbench import models, prompts
 from quantbench.config import CellConfig, Repetitions, Workload
 from quantbench.errors import UsageError
+from quantbench.quality.plan import QualitySettings
 from quantbench.runtimes import RUNTIMES
 from quantbench.schemes import get as get_scheme
 from quantbench.store import Store, now
@@ -88,7 +89,9 @@ class LLMBenchmark:
                  out: str | None = "quantbench-results", purpose: str | None = None,
                  cell_timeout: float | None = None, prompt_file: str | None = None,
                  force: bool = False, seed: int = 0, progress=None, command: str = "",
-                 log: str | None = None):
+                 log: str | None = None, quality: bool | None = None,
+                 eval_text: str | None = None, eval_tokens: int = 2048, eval_context: int = 512,
+                 eval_stride: int = 256):
         self.model_spec = model
         self.schemes = schemes
         self.baseline = baseline
@@ -107,11 +110,16 @@ class LLMBenchmark:
         self.command = command
         self.log = log  # Markdown experiment log to append an entry to (None: none)
         self.notes: list[str] = []
+        # None: measure quality where it means something (real weights); True: insist; False: skip.
+        self.quality = quality
+        self.quality_settings = QualitySettings(eval_text, eval_tokens, eval_context, eval_stride)
 
     # ---- validation, before anything is written ------------------------------------------
     def _check_static(self) -> None:
         self.workload.validate()
         self.repetitions.validate()
+        if self.quality is not False:
+            self.quality_settings.validate(None)
         if self.runtime not in RUNTIMES:
             raise UsageError(f"--runtime '{self.runtime}' is not available: choose one of "
                              f"{', '.join(RUNTIMES)}")
@@ -192,21 +200,39 @@ class LLMBenchmark:
         resolved = models.resolve(self.model_spec, on_convert=self._converting)
         self.workload.validate(resolved.max_context)
         self._check_runtime_fit(names, resolved)
+        quality = None
         if resolved.random_weights:
+            if self.quality:
+                raise UsageError(f"--quality on '{resolved.spec}': random weights have no quality "
+                                 "to measure; use a real model, or drop --quality")
+            if self.quality is None:
+                self.notes.append("quality not measured: random weights are for speed and memory only")
             prompt = prompts.random_prompts(resolved.vocab_size, self.workload.batch_size,
                                             self.workload.prompt_tokens, self.seed)
         else:
+            tokenizer = models.load_tokenizer(resolved)
             path = prompts.corpus_path(self.prompt_file)
-            prompt = prompts.corpus_prompts(models.load_tokenizer(resolved), path,
+            prompt = prompts.corpus_prompts(tokenizer, path,
                                             self.workload.batch_size, self.workload.prompt_tokens)
+            if self.quality is not False:
+                quality = self._quality_plan(tokenizer, resolved, baseline, device_type)
         cells = [CellConfig(model=resolved.to_dict(), scheme=name,
                             scheme_settings=get_scheme(name).settings(device_type),
                             runtime=get_scheme(name).runtime or self.runtime, device=device,
                             workload=self.workload, repetitions=self.repetitions, prompt=prompt,
                             seed=self.seed, baseline=(name == baseline),
-                            extra=self._speed_reference(name, names))
+                            extra=self._speed_reference(name, names), quality=quality)
                  for name in names]
         return resolved, device, cells, prompt
+
+    def _quality_plan(self, tokenizer, resolved, baseline: str, device_type: str) -> dict:
+        from quantbench.quality import cache, plan
+
+        self.quality_settings.validate(resolved.max_context)
+        built = plan.build(tokenizer, self.quality_settings)
+        identity = plan.identity(built, baseline, get_scheme(baseline).settings(device_type))
+        return {"plan": built, "identity": identity, "baseline": baseline,
+                "cache_key": cache.key(resolved.fingerprint, identity, device_type, self.seed)}
 
     def _speed_reference(self, name: str, names: list[str]) -> dict:
         runtime = get_scheme(name).runtime

@@ -71,6 +71,21 @@ def run(
     seed: int = typer.Option(0, help="Seed for random weights and random prompt ids."),
     log: str = typer.Option("experiments/LOG.md", "--log", help="Markdown experiment log this "
                             "run appends an entry to ('' for none)."),
+    quality: Optional[bool] = typer.Option(None, "--quality/--no-quality", help="Measure quality "
+                                           "against the baseline on the same tokens: perplexity, "
+                                           "KL, top-1 agreement, generations. Default: on for real "
+                                           "models, off for random weights.",
+                                           rich_help_panel="Quality"),
+    eval_text: Optional[str] = typer.Option(None, help="Text for perplexity (default: the Jargon "
+                                            "File, from character 200,000).",
+                                            rich_help_panel="Quality"),
+    eval_tokens: int = typer.Option(2048, help="Tokens of evaluation text (token-level "
+                                    "perplexity over all but the first).", rich_help_panel="Quality"),
+    eval_context: int = typer.Option(512, help="Window length for perplexity.",
+                                     rich_help_panel="Quality"),
+    eval_stride: int = typer.Option(256, help="Windows start every this many tokens; each token "
+                                    "is scored once, with at least context - stride tokens before "
+                                    "it.", rich_help_panel="Quality"),
 ):
     """Benchmark schemes of one model, each cell in its own process, and print the comparison."""
     from quantbench.api import LLMBenchmark
@@ -84,7 +99,8 @@ def run(
         new_tokens=new_tokens, warmup=warmup, runs=runs, db=db, out=out_dir, purpose=purpose,
         cell_timeout=cell_timeout, prompt_file=prompt_file, force=force, seed=seed,
         progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]),
-        log=log or None)
+        log=log or None, quality=quality, eval_text=eval_text, eval_tokens=eval_tokens,
+        eval_context=eval_context, eval_stride=eval_stride)
     try:
         result = bench.run()
     except KeyboardInterrupt:
@@ -248,6 +264,42 @@ def compare(
         return
     out.print(table(rows, f"{id_a}" + (f" in {db}" if db_b else ""),
                     f"{id_b}" + (f" in {db_b}" if db_b else "")))
+
+
+@app.command()
+def generations(
+    db: str = typer.Option("quantbench.db", help="SQLite results database."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Run id (or a unique prefix); "
+                                         "default: the latest run."),
+):
+    """Each scheme's greedy continuation of the fixed prompts beside the baseline's, the first
+    differing token marked (runs measured with quality)."""
+    from quantbench.analysis import build_records
+    from quantbench.report.generations import MARK, rows
+    from quantbench.store import Store
+
+    store = Store(db, create=False)
+    try:
+        run = store.resolve_run(run_id)
+        entries = rows(build_records(store, run))
+    finally:
+        store.close()
+    if not entries:
+        raise UsageError(f"run {run} has no generations: it was measured without quality "
+                         "(random weights or --no-quality)")
+    from rich.markup import escape
+
+    for e in entries:
+        out.print(f"[bold]{escape(e['prompt'])}[/bold]")
+        out.print(f"  [cyan]{escape(e['baseline'])}[/cyan] (baseline): {escape(e['baseline_text'])}")
+        for s in e["schemes"]:
+            if s["diverges_at"] is None:
+                out.print(f"  [cyan]{escape(s['scheme'])}[/cyan]: {escape(s['same'])} [green](identical)[/green]")
+            else:
+                out.print(f"  [cyan]{escape(s['scheme'])}[/cyan]: {escape(s['same'])}[red]{MARK}"
+                          f"{escape(s['rest'])}[/red] [dim](differs from token "
+                          f"{s['diverges_at'] + 1})[/dim]")
+        out.print()
 
 
 @app.command("log")

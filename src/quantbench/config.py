@@ -56,10 +56,12 @@ class CellConfig:
     seed: int = 0
     baseline: bool = False
     extra: dict = field(default_factory=dict)
+    # {"plan": quality.plan.build(...), "identity": ..., "baseline": scheme, "cache_key": ...}
+    quality: dict | None = None
 
     def identity(self) -> dict:
         """The fields that decide what is measured; their hash keys results in the store."""
-        return {
+        ident = {
             "model": self.model["fingerprint"],
             "scheme": self.scheme,
             "scheme_settings": self.scheme_settings,
@@ -70,6 +72,9 @@ class CellConfig:
             "prompt": {"source": self.prompt["source"], "sha256": self.prompt["sha256"]},
             "seed": self.seed,
         }
+        if self.quality:  # absent when quality is off, so such cells keep their old identity
+            ident["quality"] = self.quality["identity"]
+        return ident
 
     @property
     def cell_id(self) -> str:

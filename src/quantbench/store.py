@@ -205,4 +205,7 @@ def _without_prompt_ids(cell: dict) -> dict:
     """Prompt ids are identified by their hash; the ids themselves are kept once per run."""
     cell = dict(cell)
     cell["prompt"] = {k: v for k, v in cell["prompt"].items() if k != "ids"}
+    if cell.get("quality"):  # the evaluation tokens likewise: their hash is in the identity
+        plan = {k: v for k, v in cell["quality"]["plan"].items() if k != "ids"}
+        cell["quality"] = {**cell["quality"], "plan": plan}
     return cell

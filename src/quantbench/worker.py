@@ -30,12 +30,15 @@ def _sync(device: str) -> None:
 class _Engine:
     """A loaded model ready to generate, and what it took to get there."""
 
-    def __init__(self, generate, weights: int, params: int, info: dict, close=None):
+    def __init__(self, generate, weights: int, params: int, info: dict, close=None,
+                 for_quality=None):
         self.generate = generate  # (input_ids as lists, new_tokens) -> GenerationTiming
         self.weights = weights
         self.params = params
         self.info = info
         self.close = close or (lambda: None)
+        # quality plan -> (logits(ids) -> fp32 [len, vocab], generate(ids, n) -> ids, close)
+        self.for_quality = for_quality
 
 
 def _torch_engine(cell, scheme, device: str) -> _Engine:
@@ -65,9 +68,19 @@ def _torch_engine(cell, scheme, device: str) -> _Engine:
         input_ids = torch.tensor(ids, dtype=torch.long, device=device)
         return eager.generate(model, input_ids, new_tokens, device)
 
+    def logits(ids):
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+                        use_cache=False)
+        return out.logits[0].float().cpu().numpy()
+
+    def greedy(ids, new_tokens):
+        return generate([ids], new_tokens).tokens[0]
+
     return _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model),
                    {"load_s": load_s, "quantize_s": quantize_s,
-                    "dtype": str(dtype).replace("torch.", "")})
+                    "dtype": str(dtype).replace("torch.", "")},
+                   for_quality=lambda plan: (logits, greedy, lambda: None))
 
 
 def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
@@ -88,10 +101,69 @@ def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
     def generate(ids, new_tokens):
         return engine.generate(ids[0], new_tokens)
 
+    def for_quality(plan):
+        """A second context that keeps every position's logits (the timed one keeps only the
+        last, as generation needs), sized for the windows and the generation prompts."""
+        engine.close()
+        longest = max(len(p["ids"]) for p in plan["generation"]["prompts"])
+        n_ctx = max(plan["context"], longest + plan["generation"]["new_tokens"])
+        scorer = llamacpp.LlamaCppModel(path, n_ctx, threads, gpu=device.startswith("cuda"),
+                                        logits_all=True)
+        return (scorer.logits, lambda ids, n: scorer.generate(ids, n).tokens[0], scorer.close)
+
     info.update({"load_s": load_s, "gguf_file": str(path), "gguf_file_bytes": facts["file_bytes"],
                  "gguf_tensor_types": facts["tensor_types"], "llama_threads": threads,
                  "dtype": "as stored in the GGUF"})
-    return _Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close)
+    return _Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,
+                   for_quality)
+
+
+def _engine(cell, scheme, device: str) -> _Engine:
+    if scheme.runtime == "llama.cpp":
+        return _llamacpp_engine(cell, scheme, device)
+    return _torch_engine(cell, scheme, device)
+
+
+def _ensure_baseline_logits(cell, scheme, device: str) -> None:
+    """A scheme cell needs the baseline's log-probabilities; when no cache holds them (the
+    baseline cell was reused from an earlier run, or the cache was cleared), load the baseline
+    here, write them, and free it before this cell's own model is loaded."""
+    from quantbench.measure import memory
+    from quantbench.quality import cache
+    from quantbench.quality.evaluate import compute_baseline
+    from quantbench.schemes import get
+
+    quality = cell.quality
+    if scheme.name == quality["baseline"] or cache.load(quality["cache_key"]) is not None:
+        return
+    progress(phase="baseline_logits")
+    base = _engine(cell, get(quality["baseline"]), device)
+    logits, _, close = base.for_quality(quality["plan"])
+    compute_baseline(quality, logits, progress)
+    close()
+    base.close()
+    del base, logits
+    import gc
+
+    gc.collect()
+    memory.release_freed_memory()
+
+
+def _quality(cell, engine: _Engine) -> dict:
+    from transformers import AutoTokenizer
+
+    from quantbench.quality.evaluate import evaluate
+
+    try:
+        logits, greedy, close = engine.for_quality(cell.quality["plan"])
+        tokenizer = AutoTokenizer.from_pretrained(cell.model["path"])
+        result = evaluate(cell.quality, logits, greedy, tokenizer, progress)
+        close()
+        return result
+    except Exception as exc:  # speed and memory stand; quality records why it is missing
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return {"error": f"{type(exc).__name__}: {message}".rstrip(": "),
+                "traceback": traceback.format_exc()[-2000:]}
 
 
 def measure_cell(cell) -> dict:
@@ -111,10 +183,9 @@ def measure_cell(cell) -> dict:
     device_init_s = time.perf_counter() - start
     torch.manual_seed(cell.seed)
 
-    if scheme.runtime == "llama.cpp":
-        engine = _llamacpp_engine(cell, scheme, device)
-    else:
-        engine = _torch_engine(cell, scheme, device)
+    if cell.quality:
+        _ensure_baseline_logits(cell, scheme, device)
+    engine = _engine(cell, scheme, device)
     rss_after_load = memory.current_rss_bytes()
     if device_type == "cuda":
         torch.cuda.empty_cache()
@@ -160,12 +231,15 @@ def measure_cell(cell) -> dict:
                 mem["peak_bytes"] = used
     else:
         mem["peak_bytes"] = mem["peak_rss_bytes"]
+    quality = _quality(cell, engine) if cell.quality else None
     engine.close()
 
     info = {"startup_s": startup_s, "device_init_s": device_init_s, **engine.info,
             "warmup_s": warmup_s, "parameters": engine.params,
             "torch_threads": torch.get_num_threads(), "versions": scheme.versions(),
             "torch": torch.__version__, "pid": os.getpid(), "output_ids": output_ids}
+    if quality is not None:
+        info["quality"] = quality
     return {"status": "ok", "metrics": samples, "memory": mem, "info": info}
 
 

@@ -12,6 +12,9 @@ CSV_STATS = ("n", "median", "mean", "std", "cv", "min", "max", "p90")
 CSV_MEMORY = ("weights_bytes", "peak_bytes", "peak_rss_bytes", "peak_allocated_bytes",
               "peak_reserved_bytes", "nvml_used_bytes")
 
+QUALITY_FIELDS = ("ppl", "ppl_ratio", "baseline_ppl", "kl_mean", "kl_se", "kl_median", "kl_p99",
+                  "kl_max", "top1_agreement_pct", "rms_dp_pct", "tokens_scored", "context", "stride")
+
 
 def flat_rows(records: list[dict]) -> list[dict]:
     rows = []
@@ -45,6 +48,11 @@ def flat_rows(records: list[dict]) -> list[dict]:
         row["decode_speedup_ci95_high"] = (speed.get("ci95") or [None, None])[1]
         row["weights_reduction_pct"] = versus.get("weights_reduction_pct")
         row["peak_reduction_pct"] = versus.get("peak_reduction_pct")
+        q = r.get("quality") or {}
+        for key in QUALITY_FIELDS:
+            row[key] = q.get(key)
+        row["ppl_ci95_low"], row["ppl_ci95_high"] = q.get("ppl_ci95") or (None, None)
+        row["quality_error"] = q.get("error")
         row["scheme_settings"] = json.dumps(r["scheme_settings"], sort_keys=True)
         rows.append(row)
     return rows
@@ -69,6 +77,7 @@ def to_jsonl(records: list[dict]) -> str:
 
 
 def to_markdown(records: list[dict]) -> str:
+    from quantbench.report.generations import to_markdown as generations_markdown
     from quantbench.report.markdown import results_table, summary
     from quantbench.report.table import runtimes
 
@@ -82,6 +91,9 @@ def to_markdown(records: list[dict]) -> str:
              f"{w['new_tokens']} new tokens; {head['repetitions']['warmup']} warm-up + "
              f"{head['repetitions']['runs']} timed runs.", "", results_table(records), ""]
     lines += [f"- {line}" for line in summary(records)]
+    generations = generations_markdown(records)
+    if generations:
+        lines += ["", generations]
     return "\n".join(lines) + "\n"
 
 

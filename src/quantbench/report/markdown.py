@@ -38,14 +38,34 @@ def speedup_text(record: dict) -> str:
     return f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]{mark}{versus_ref}"
 
 
+def ppl_text(record: dict) -> str:
+    q = record.get("quality") or {}
+    if "ppl" not in q:
+        return "-"
+    return f"{q['ppl']:.2f} [{q['ppl_ci95'][0]:.2f}, {q['ppl_ci95'][1]:.2f}]"
+
+
+def kl_text(record: dict) -> str:
+    """Mean KL(baseline || scheme) in nats ± its standard error."""
+    q = record.get("quality") or {}
+    if "kl_mean" not in q:
+        return "failed" if q.get("error") else "-"
+    return f"{q['kl_mean']:.4f} ± {q['kl_se']:.1g}"
+
+
+def top1_text(record: dict) -> str:
+    q = record.get("quality") or {}
+    return f"{q['top1_agreement_pct']:.1f}" if "top1_agreement_pct" in q else "-"
+
+
 def results_table(records: list[dict]) -> str:
     lines = ["| scheme | status | decode tok/s median [CI] | speedup [95% CI] | TTFT ms | "
-             "prefill tok/s | weights MB | peak MB | weights -% |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "prefill tok/s | weights MB | peak MB | weights -% | PPL [95% CI] | KL ± SE | top-1 % |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         name = _cell(r["scheme"]) + (" (baseline)" if r["baseline"] else "")
         if r["status"] != "ok":
-            lines.append(f"| {name} | failed: {_cell(r['error'])} | - | - | - | - | - | - | - |")
+            lines.append(f"| {name} | failed: {_cell(r['error'])} | - | - | - | - | - | - | - | - | - | - |")
             continue
         m = r["metrics"]
         versus = r.get("vs_baseline") or {}
@@ -56,7 +76,8 @@ def results_table(records: list[dict]) -> str:
             f"| {speed_text} | {m['ttft_ms']['median']:.1f} | {m['prefill_tok_s']['median']:.0f} "
             f"| {r['memory'].get('weights_bytes', 0) / 1e6:,.1f} "
             f"| {r['memory'].get('peak_bytes', 0) / 1e6:,.1f} "
-            f"| {'-' if r['baseline'] or reduction is None else f'{reduction:.1f}%'} |")
+            f"| {'-' if r['baseline'] or reduction is None else f'{reduction:.1f}%'} "
+            f"| {ppl_text(r)} | {kl_text(r)} | {top1_text(r)} |")
     return "\n".join(lines)
 
 
@@ -91,9 +112,7 @@ def summary(records: list[dict]) -> list[str]:
         best = max(shrink, key=lambda x: x[1])
         out.append(f"Weight memory vs {base['scheme']}: " + ", ".join(f"{n} {p:.0f}% smaller" for n, p in shrink)
                    + f" (most: {best[0]}).")
-    quality = [r for r in records if r.get("quality")]
-    if not quality:
-        out.append("Quality was not measured in this run: speed and memory only.")
+    out.extend(quality_summary(records, base))
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         out.append("Failed: " + "; ".join(f"{r['scheme']} ({r['error']})" for r in failed) + ".")
@@ -102,4 +121,33 @@ def summary(records: list[dict]) -> list[str]:
     out.append("No GPU roofline profile for this run: figures are not placed against the "
                "hardware's limit." if base["device"].startswith("cuda") else
                "CPU run: no roofline context.")
+    return out
+
+
+def quality_summary(records: list[dict], base: dict) -> list[str]:
+    scored = [r for r in records if "kl_mean" in (r.get("quality") or {})]
+    failed = [r for r in records if (r.get("quality") or {}).get("error")]
+    out = []
+    if not scored and not failed:
+        return ["Quality was not measured in this run: speed and memory only."]
+    if scored:
+        q = scored[0]["quality"]
+        out.append(f"Quality vs {q['baseline']} on the same {q['tokens_scored']} tokens of "
+                   f"{q['source']} (token-level perplexity, context {q['context']}, stride "
+                   f"{q['stride']}): baseline PPL {q['baseline_ppl']:.2f} "
+                   f"[{q['baseline_ppl_ci95'][0]:.2f}, {q['baseline_ppl_ci95'][1]:.2f}].")
+        others = sorted((r for r in scored if r["scheme"] != q["baseline"]),
+                        key=lambda r: r["quality"]["kl_mean"])
+        if others:
+            out.append("Drift from the baseline, least first: " + "; ".join(
+                f"{r['scheme']} KL {r['quality']['kl_mean']:.4f} "
+                f"(95% CI {r['quality']['kl_ci95'][0]:.4f}-{r['quality']['kl_ci95'][1]:.4f}), "
+                f"PPL x{r['quality']['ppl_ratio']:.3f}, same top token "
+                f"{r['quality']['top1_agreement_pct']:.1f}%" for r in others) + ".")
+    if failed:
+        out.append("Quality failed for: " + "; ".join(
+            f"{r['scheme']} ({r['quality']['error']})" for r in failed) + ".")
+    if base.get("model_label") and "dequantized" in base["model_label"]:
+        out.append("The baseline's weights are themselves dequantized from a Q4_1 GGUF: quality is "
+                   "relative to that baseline, not to the original checkpoint.")
     return out

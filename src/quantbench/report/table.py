@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from quantbench.report.markdown import median_ci_text, speedup_text
+from quantbench.report.markdown import kl_text, median_ci_text, speedup_text
 
 
 def _mb(value) -> str:
@@ -20,16 +20,25 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
     table.add_column("weights MB", justify="right")
     table.add_column("peak MB", justify="right")
     table.add_column("weights -%", justify="right")
+    if any(r.get("quality") for r in records):
+        table.add_column("PPL", justify="right")
+        table.add_column("KL ± SE", justify="right", no_wrap=True)
     table.add_column("note")
     for r in records:
         name = r["scheme"] + (" (baseline)" if r["baseline"] else "")
         if r["status"] != "ok":
-            table.add_row(name, "-", "-", "-", "-", "-", "-", f"[red]failed: {r['error']}[/red]")
+            table.add_row(name, *["-"] * (len(table.columns) - 2), f"[red]failed: {r['error']}[/red]")
             continue
         m = r["metrics"]
         versus = r.get("vs_baseline") or {}
         reduction = versus.get("weights_reduction_pct")
         note = f"reused from {r['measured_in_run']}" if r["reused"] else ""
+        quality = []
+        if any(x.get("quality") for x in records):
+            q = r.get("quality") or {}
+            quality = [f"{q['ppl']:.2f}" if "ppl" in q else "-", kl_text(r)]
+            if q.get("error"):
+                note = (note + " " if note else "") + f"[red]quality failed: {q['error']}[/red]"
         table.add_row(
             name,
             median_ci_text(m.get("decode_tok_s")),
@@ -38,6 +47,7 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
             _mb(r["memory"].get("weights_bytes")),
             _mb(r["memory"].get("peak_bytes")),
             f"{reduction:.1f}%" if reduction is not None and not r["baseline"] else "-",
+            *quality,
             note,
         )
     return table

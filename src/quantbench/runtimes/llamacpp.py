@@ -149,7 +149,9 @@ class LlamaCppModel:
         return self.llm.scores[: len(ids)].copy()
 
     def close(self):
-        self.llm.close()
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
 
 
 def prepare(cell, scheme, progress) -> tuple[Path, dict]:
