@@ -192,3 +192,30 @@ def test_eval_text_too_short_is_refused(workdir):
     (workdir / "short.txt").write_text("only a few words here")
     proc = quantbench("run", "--schemes", "fp32", "--eval-text", "short.txt", cwd=workdir)
     assert proc.returncode == 2 and "--eval-tokens asks for 2048" in proc.stderr
+
+
+# ---- lm-evaluation-harness, offline from a local task -----------------------------------------
+
+LM_EVAL_DIR = str(__import__("pathlib").Path(__file__).parent / "data" / "lm_eval")
+
+
+@pytest.mark.slow
+def test_lm_eval_task_runs_on_each_cells_model_and_is_stored(workdir):
+    pytest.importorskip("lm_eval")
+    proc = quantbench("run", "--schemes", "fp32,torchao-int8wo", "--no-quality", *FAST,
+                      "--lm-eval-tasks", "qb_capitals", "--lm-eval-include", LM_EVAL_DIR, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for r in export_json(workdir):
+        result = r["lm_eval"]["results"]["qb_capitals"]
+        assert 0 <= result["acc,none"] <= 1 and result["sample_len"] == 8
+        assert r["quality"] is None
+    md = quantbench("export", "--format", "md", cwd=workdir).stdout
+    assert "### lm-evaluation-harness" in md and "| fp32 | qb_capitals | acc |" in md
+
+
+def test_unknown_lm_eval_task_is_refused_in_one_line(workdir):
+    pytest.importorskip("lm_eval")
+    proc = quantbench("run", "--schemes", "fp32", "--lm-eval-tasks", "qb_capitalz",
+                      "--lm-eval-include", LM_EVAL_DIR, cwd=workdir)
+    assert proc.returncode == 2 and "did you mean qb_capitals" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

@@ -32,6 +32,7 @@ def _record(run_id: str, cell: dict, env: dict) -> dict:
     model = config["model"]
     info = dict(cell["info"])
     quality = info.pop("quality", None)
+    lm_eval = info.pop("lm_eval", None)
     return {
         "run_id": run_id,
         "cell_id": cell["cell_id"],
@@ -55,6 +56,7 @@ def _record(run_id: str, cell: dict, env: dict) -> dict:
         "memory": cell["memory"],
         "info": info,
         "quality": quality,
+        "lm_eval": lm_eval,
         "started_at": cell["started_at"],
         "wall_s": cell["wall_s"],
         "env_id": cell["env_id"],

@@ -91,7 +91,8 @@ class LLMBenchmark:
                  force: bool = False, seed: int = 0, progress=None, command: str = "",
                  log: str | None = None, quality: bool | None = None,
                  eval_text: str | None = None, eval_tokens: int = 2048, eval_context: int = 512,
-                 eval_stride: int = 256):
+                 eval_stride: int = 256, lm_eval_tasks: list[str] | None = None,
+                 lm_eval_include: str | None = None, lm_eval_limit: int | None = None):
         self.model_spec = model
         self.schemes = schemes
         self.baseline = baseline
@@ -113,6 +114,7 @@ class LLMBenchmark:
         # None: measure quality where it means something (real weights); True: insist; False: skip.
         self.quality = quality
         self.quality_settings = QualitySettings(eval_text, eval_tokens, eval_context, eval_stride)
+        self.lm_eval = (lm_eval_tasks, lm_eval_include, lm_eval_limit) if lm_eval_tasks else None
 
     # ---- validation, before anything is written ------------------------------------------
     def _check_static(self) -> None:
@@ -200,8 +202,11 @@ class LLMBenchmark:
         resolved = models.resolve(self.model_spec, on_convert=self._converting)
         self.workload.validate(resolved.max_context)
         self._check_runtime_fit(names, resolved)
-        quality = None
+        quality = lm_eval = None
         if resolved.random_weights:
+            if self.lm_eval:
+                raise UsageError(f"--lm-eval-tasks on '{resolved.spec}': random weights have no "
+                                 "quality to measure; use a real model")
             if self.quality:
                 raise UsageError(f"--quality on '{resolved.spec}': random weights have no quality "
                                  "to measure; use a real model, or drop --quality")
@@ -216,12 +221,17 @@ class LLMBenchmark:
                                             self.workload.batch_size, self.workload.prompt_tokens)
             if self.quality is not False:
                 quality = self._quality_plan(tokenizer, resolved, baseline, device_type)
+            if self.lm_eval:
+                from quantbench.quality import lm_eval_tasks
+
+                lm_eval = lm_eval_tasks.plan(*self.lm_eval)
         cells = [CellConfig(model=resolved.to_dict(), scheme=name,
                             scheme_settings=get_scheme(name).settings(device_type),
                             runtime=get_scheme(name).runtime or self.runtime, device=device,
                             workload=self.workload, repetitions=self.repetitions, prompt=prompt,
                             seed=self.seed, baseline=(name == baseline),
-                            extra=self._speed_reference(name, names), quality=quality)
+                            extra=self._speed_reference(name, names), quality=quality,
+                            lm_eval=lm_eval)
                  for name in names]
         return resolved, device, cells, prompt
 

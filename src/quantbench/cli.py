@@ -86,6 +86,15 @@ def run(
     eval_stride: int = typer.Option(256, help="Windows start every this many tokens; each token "
                                     "is scored once, with at least context - stride tokens before "
                                     "it.", rich_help_panel="Quality"),
+    lm_eval_tasks: Optional[str] = typer.Option(None, help="Comma-separated lm-evaluation-harness "
+                                                "tasks run on each torch cell's model (needs "
+                                                "quantbench[lm-eval]; offline: tasks of "
+                                                "--lm-eval-include).", rich_help_panel="Quality"),
+    lm_eval_include: Optional[str] = typer.Option(None, help="Folder of lm-eval task YAMLs; their "
+                                                  "data_files paths are relative to it.",
+                                                  rich_help_panel="Quality"),
+    lm_eval_limit: Optional[int] = typer.Option(None, help="At most this many documents per "
+                                                "lm-eval task.", rich_help_panel="Quality"),
 ):
     """Benchmark schemes of one model, each cell in its own process, and print the comparison."""
     from quantbench.api import LLMBenchmark
@@ -100,7 +109,9 @@ def run(
         cell_timeout=cell_timeout, prompt_file=prompt_file, force=force, seed=seed,
         progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]),
         log=log or None, quality=quality, eval_text=eval_text, eval_tokens=eval_tokens,
-        eval_context=eval_context, eval_stride=eval_stride)
+        eval_context=eval_context, eval_stride=eval_stride,
+        lm_eval_tasks=[t.strip() for t in lm_eval_tasks.split(",") if t.strip()] if lm_eval_tasks else None,
+        lm_eval_include=lm_eval_include, lm_eval_limit=lm_eval_limit)
     try:
         result = bench.run()
     except KeyboardInterrupt:

@@ -58,6 +58,7 @@ class CellConfig:
     extra: dict = field(default_factory=dict)
     # {"plan": quality.plan.build(...), "identity": ..., "baseline": scheme, "cache_key": ...}
     quality: dict | None = None
+    lm_eval: dict | None = None  # {"tasks": [...], "include": DIR, "limit": N}
 
     def identity(self) -> dict:
         """The fields that decide what is measured; their hash keys results in the store."""
@@ -74,6 +75,8 @@ class CellConfig:
         }
         if self.quality:  # absent when quality is off, so such cells keep their old identity
             ident["quality"] = self.quality["identity"]
+        if self.lm_eval:
+            ident["lm_eval"] = self.lm_eval
         return ident
 
     @property

@@ -77,10 +77,12 @@ def _torch_engine(cell, scheme, device: str) -> _Engine:
     def greedy(ids, new_tokens):
         return generate([ids], new_tokens).tokens[0]
 
-    return _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model),
-                   {"load_s": load_s, "quantize_s": quantize_s,
-                    "dtype": str(dtype).replace("torch.", "")},
-                   for_quality=lambda plan: (logits, greedy, lambda: None))
+    engine = _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model),
+                     {"load_s": load_s, "quantize_s": quantize_s,
+                      "dtype": str(dtype).replace("torch.", "")},
+                     for_quality=lambda plan: (logits, greedy, lambda: None))
+    engine.torch_model = model
+    return engine
 
 
 def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
@@ -147,6 +149,25 @@ def _ensure_baseline_logits(cell, scheme, device: str) -> None:
 
     gc.collect()
     memory.release_freed_memory()
+
+
+def _lm_eval(cell, engine: _Engine) -> dict:
+    model = getattr(engine, "torch_model", None)
+    if model is None:
+        return {"error": "lm-eval runs on torch schemes; llama.cpp cells are scored by "
+                         "perplexity and KL only"}
+    try:
+        from transformers import AutoTokenizer
+
+        from quantbench.quality import lm_eval_tasks
+
+        progress(phase="lm_eval")
+        tokenizer = AutoTokenizer.from_pretrained(cell.model["path"])
+        return lm_eval_tasks.evaluate(cell.lm_eval, model, tokenizer, cell.device)
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return {"error": f"{type(exc).__name__}: {message}".rstrip(": "),
+                "traceback": traceback.format_exc()[-2000:]}
 
 
 def _quality(cell, engine: _Engine) -> dict:
@@ -232,6 +253,7 @@ def measure_cell(cell) -> dict:
     else:
         mem["peak_bytes"] = mem["peak_rss_bytes"]
     quality = _quality(cell, engine) if cell.quality else None
+    lm_eval = _lm_eval(cell, engine) if cell.lm_eval else None
     engine.close()
 
     info = {"startup_s": startup_s, "device_init_s": device_init_s, **engine.info,
@@ -240,6 +262,8 @@ def measure_cell(cell) -> dict:
             "torch": torch.__version__, "pid": os.getpid(), "output_ids": output_ids}
     if quality is not None:
         info["quality"] = quality
+    if lm_eval is not None:
+        info["lm_eval"] = lm_eval
     return {"status": "ok", "metrics": samples, "memory": mem, "info": info}
 
 

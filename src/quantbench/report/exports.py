@@ -78,7 +78,7 @@ def to_jsonl(records: list[dict]) -> str:
 
 def to_markdown(records: list[dict]) -> str:
     from quantbench.report.generations import to_markdown as generations_markdown
-    from quantbench.report.markdown import results_table, summary
+    from quantbench.report.markdown import lm_eval_markdown, results_table, summary
     from quantbench.report.table import runtimes
 
     if not records:
@@ -91,9 +91,9 @@ def to_markdown(records: list[dict]) -> str:
              f"{w['new_tokens']} new tokens; {head['repetitions']['warmup']} warm-up + "
              f"{head['repetitions']['runs']} timed runs.", "", results_table(records), ""]
     lines += [f"- {line}" for line in summary(records)]
-    generations = generations_markdown(records)
-    if generations:
-        lines += ["", generations]
+    for section in (lm_eval_markdown(records), generations_markdown(records)):
+        if section:
+            lines += ["", section]
     return "\n".join(lines) + "\n"
 
 

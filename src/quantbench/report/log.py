@@ -6,7 +6,7 @@ from pathlib import Path
 
 from quantbench.analysis import build_records
 from quantbench.report.generations import to_markdown as generations_markdown
-from quantbench.report.markdown import _cell, _code, results_table, summary
+from quantbench.report.markdown import _cell, _code, lm_eval_markdown, results_table, summary
 from quantbench.report.table import runtimes
 
 LOG_HEADER = ("# quantbench experiment log\n\nOne entry per `quantbench run`, generated from the "
@@ -57,9 +57,9 @@ def entry(store, run_id: str, number: int) -> str:
                                                          "torch peak allocated during timed runs."),
         "", "### Summary", ""]
     lines += [f"- {_cell(line)}" for line in summary(records)]
-    generations = generations_markdown(records)
-    if generations:
-        lines += ["", generations.rstrip("\n")]
+    for section in (lm_eval_markdown(records), generations_markdown(records)):
+        if section:
+            lines += ["", section.rstrip("\n")]
     files = config.get("files") or []
     lines += ["", "### Files", "", f"- database: `{_code(store.path)}`"]
     lines += [f"- `{_code(f)}`" for f in files]

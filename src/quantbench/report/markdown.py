@@ -151,3 +151,26 @@ def quality_summary(records: list[dict], base: dict) -> list[str]:
         out.append("The baseline's weights are themselves dequantized from a Q4_1 GGUF: quality is "
                    "relative to that baseline, not to the original checkpoint.")
     return out
+
+
+def lm_eval_markdown(records: list[dict]) -> str:
+    """lm-evaluation-harness results per scheme and task (metric ± its stderr)."""
+    scored = [r for r in records if r.get("lm_eval")]
+    if not scored:
+        return ""
+    lines = ["### lm-evaluation-harness", "", "| scheme | task | metric | value | stderr |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in scored:
+        if r["lm_eval"].get("error"):
+            lines.append(f"| {_cell(r['scheme'])} | - | - | not run: {_cell(r['lm_eval']['error'])} | - |")
+            continue
+        for task, values in r["lm_eval"]["results"].items():
+            for key, value in values.items():
+                if "_stderr" in key or not isinstance(value, (int, float)) or key == "sample_len":
+                    continue
+                metric = key.split(",")[0]
+                err = values.get(key.replace(",", "_stderr,", 1))
+                err_text = f"{err:.4f}" if isinstance(err, (int, float)) else "-"
+                lines.append(f"| {_cell(r['scheme'])} | {_cell(task)} | {_cell(metric)} | "
+                             f"{value:.4f} | {err_text} |")
+    return "\n".join(lines) + "\n"
