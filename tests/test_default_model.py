@@ -9,7 +9,8 @@ pytestmark = pytest.mark.slow
 
 def test_default_model_end_to_end(workdir):
     proc = quantbench("run", "--schemes", "fp32,torchao-int8wo", "--prompt-tokens", "32",
-                      "--new-tokens", "8", "--warmup", "1", "--runs", "3", cwd=workdir)
+                      "--new-tokens", "8", "--warmup", "1", "--runs", "3", "--eval-tokens", "256",
+                      "--eval-context", "128", "--eval-stride", "64", cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SmolLM2-135M-Instruct" in proc.stdout
     records = export_json(workdir)
@@ -22,6 +23,9 @@ def test_default_model_end_to_end(workdir):
     assert int8["vs_baseline"]["weights_reduction_pct"] > 50
     assert all(r["status"] == "ok" for r in records)
     assert len(fp32["info"]["output_ids"][0]) == 8
+    # Quality is on by default for a real model, and shows in the run table.
+    assert fp32["quality"]["kl_mean"] == 0 and int8["quality"]["kl_mean"] > 0
+    assert "KL ± SE" in proc.stdout
 
 
 def test_every_cpu_scheme_runs_on_the_bundled_model(workdir):
@@ -31,7 +35,7 @@ def test_every_cpu_scheme_runs_on_the_bundled_model(workdir):
     cpu = [s["name"] for s in listed if s["available"]]
     assert len(cpu) >= 14, cpu
     proc = quantbench("run", "--schemes", ",".join(cpu), "--prompt-tokens", "16", "--new-tokens",
-                      "3", "--warmup", "0", "--runs", "1", "--log", "", cwd=workdir)
+                      "3", "--warmup", "0", "--runs", "1", "--log", "", "--no-quality", cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = export_json(workdir)
     assert [r["scheme"] for r in records] == cpu
