@@ -89,3 +89,26 @@ def test_gguf_on_a_gpu_needs_a_cuda_build_of_llama_cpp(workdir):
         assert "quantbench[gguf]" in proc.stderr
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert not (workdir / "quantbench.db").exists()
+
+
+def test_roofline_telemetry_and_energy_on_the_gpu(workdir):
+    """The device is profiled (copy bandwidth, bf16 matmul), each cell placed against its
+    ceiling, and NVML sampled during the timed runs with energy from the counter."""
+    proc = quantbench("run", "--model", "random:llama-3.2-1b", "--schemes", "bf16,torchao-int8wo",
+                      "--prompt-tokens", "128", "--new-tokens", "64", "--warmup", "1", "--runs",
+                      "5", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = export_json(workdir)
+    profile = records[0]["env"]["hardware"]
+    assert profile["copy_bandwidth_Bps"] > 1e12 and profile["matmul_flops"] > 1e14
+    assert profile["datasheet"]["memory_bandwidth_Bps"] >= 2e12  # an H100 or H200
+    for r in records:
+        roof = r["roofline"]
+        assert 0 < roof["achieved_pct"] < 100 and roof["kv_counted"]
+        assert roof["bytes_per_token"] > r["memory"]["weights_bytes"]
+        assert 0 <= r["metrics"]["gpu_util_pct"]["median"] <= 100
+        assert r["metrics"]["gpu_power_w"]["median"] > 10
+        energy = r["info"]["energy"]
+        assert energy.get("j_per_token", 0) > 0 or "too short" in energy.get("reason", ""), energy
+    hw = quantbench("hardware", cwd=workdir)
+    assert hw.returncode == 0 and "GB/s" in hw.stdout

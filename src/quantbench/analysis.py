@@ -19,6 +19,8 @@ def build_records(store, run_id: str) -> list[dict]:
     records = [_record(run_id, cell, env) for cell in cells]
     base_cells = [c for c in cells if c["baseline"]]
     base = base_cells[0] if base_cells else None
+    for record in records:
+        record["roofline"] = roofline(record, env.get("hardware") or {})
     by_scheme = {c["scheme"]: c for c in cells}
     for record, cell in zip(records, cells):
         # Schemes with their own engine (GGUF) are timed against that engine's full-precision run.
@@ -81,4 +83,41 @@ def _versus(cell: dict, base: dict | None, speed_ref: dict | None) -> dict | Non
         a, b = cell["memory"].get(mem_key), base["memory"].get(mem_key)
         if a and b:
             out[key] = 100.0 * (1 - a / b)
+    return out
+
+
+def roofline(record: dict, profile: dict) -> dict | None:
+    """Decode against the memory ceiling, prefill against the compute ceiling.
+
+    A decode step reads every weight once (shared by the batch) and each sequence's KV cache;
+    averaged over the decode, a sequence's cache holds prompt + new/2 positions. The ceiling is
+    the measured copy bandwidth over those bytes: what the device could do if nothing but the
+    bytes mattered. Prefill needs ~2 x parameters FLOPs a token (attention ignored).
+    """
+    if record["status"] != "ok":
+        return None
+    bandwidth = profile.get("copy_bandwidth_Bps")
+    if not bandwidth:
+        return {"reason": profile.get("reason") or "no hardware profile for this run"}
+    weights = record["memory"].get("weights_bytes")
+    kv = record["info"].get("kv_bytes_per_position")
+    decode = record["metrics"].get("decode_tok_s")
+    if not weights or not decode:
+        return {"reason": "no weight bytes or decode speed to place"}
+    w = record["workload"]
+    kv_bytes = (kv or 0) * w["batch_size"] * (w["prompt_tokens"] + w["new_tokens"] / 2)
+    per_step = weights + kv_bytes
+    ceiling = w["batch_size"] * bandwidth / per_step
+    out = {"bandwidth_Bps": bandwidth, "bandwidth_source": "measured copy (read + write)",
+           "weights_bytes_per_step": weights, "kv_bytes_per_step": kv_bytes,
+           "kv_counted": kv is not None, "bytes_per_token": per_step / w["batch_size"],
+           "ceiling_tok_s": ceiling, "achieved_pct": 100 * decode["median"] / ceiling,
+           "achieved_bandwidth_Bps": decode["median"] * per_step / w["batch_size"]}
+    flops = profile.get("matmul_flops")
+    params = record["info"].get("parameters")
+    prefill = record["metrics"].get("prefill_tok_s")
+    if flops and params and prefill:
+        out["prefill_ceiling_tok_s"] = flops / (2 * params)
+        out["prefill_achieved_pct"] = 100 * prefill["median"] / out["prefill_ceiling_tok_s"]
+        out["compute_source"] = f"measured {profile.get('matmul_dtype')} matmul"
     return out

@@ -255,6 +255,21 @@ class LLMBenchmark:
         files = [str(Path(self.out) / f"{run_id}.{ext}") for ext in ("json", "csv")] if self.out else []
         return files + ([str(self.log)] if self.log else [])
 
+    def _hardware_profile(self, device: str, env: dict) -> dict:
+        """The roofline's ceilings: measured once per device and cached; a failure to measure
+        costs the roofline, not the run."""
+        from quantbench.hardware import cache
+
+        def spinner():
+            message = f"Measuring {device}'s copy bandwidth and matmul rate once (cached)"
+            return self.progress.converting(message) if self.progress else contextlib.nullcontext()
+
+        try:
+            return cache.get(device, env, on_measure=spinner)
+        except UsageError as exc:
+            self.notes.append(f"no roofline: {exc}")
+            return {"reason": str(exc)}
+
     def _converting(self, message: str):
         return self.progress.converting(message) if self.progress else contextlib.nullcontext()
 
@@ -266,9 +281,11 @@ class LLMBenchmark:
 
         start = time.perf_counter()
         resolved, device, cells, prompt = self._prepare()
+        env = environment.collect()
+        env["hardware"] = self._hardware_profile(device, env)
         store = Store(self.db)  # after validation: bad input leaves no database behind
         try:
-            env_id = store.add_env(environment.collect())
+            env_id = store.add_env(env)
             run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
             config = {"model": resolved.to_dict(), "schemes": [c.scheme for c in cells],
                       "baseline": cells[0].scheme, "device": device, "runtime": self.runtime,

@@ -188,6 +188,40 @@ def env(as_json: bool = typer.Option(False, "--json", help="JSON instead of a ta
 
 
 @app.command()
+def hardware(device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+             refresh: bool = typer.Option(False, "--refresh", help="Measure again instead of "
+                                          "reading the cache."),
+             as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")):
+    """The device's measured ceilings (copy bandwidth, matmul rate; measured once and cached)
+    beside its datasheet figures: what every run's roofline is drawn against."""
+    from quantbench import environment
+    from quantbench.api import resolve_device
+    from quantbench.hardware import cache
+
+    device, _ = resolve_device(device)
+    profile = cache.get(device, environment.collect(), refresh=refresh,
+                        on_measure=lambda: err.status(f"measuring {device}"))
+    if as_json:
+        print(json.dumps(profile, indent=2))
+        return
+    from rich.table import Table
+
+    sheet = profile.get("datasheet") or {}
+    table = Table(title=f"{profile['name']} ({device})", title_justify="left")
+    for col in ("", "measured", "datasheet"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("copy bandwidth (read + write)", f"{profile['copy_bandwidth_Bps'] / 1e9:,.1f} GB/s",
+                  f"{sheet['memory_bandwidth_Bps'] / 1e9:,.0f} GB/s" if sheet else "-")
+    flops = sheet.get("bf16_flops")
+    table.add_row(f"{profile['matmul_dtype']} matmul ({profile['matmul_n']}^2)",
+                  f"{profile['matmul_flops'] / 1e12:,.2f} TFLOP/s",
+                  f"{flops / 1e12:,.0f} TFLOP/s (dense bf16)" if flops else "-")
+    out.print(table)
+    out.print(f"[dim]cached in {profile['cached_at']} ({profile['measured_at']}); "
+              "--refresh measures again[/dim]")
+
+
+@app.command()
 def export(
     fmt: str = typer.Option(..., "--format", "-f", help="md, csv, json, jsonl or sql (statements "
                            "that load into sqlite3)."),

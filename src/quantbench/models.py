@@ -263,6 +263,15 @@ def _random_model(config, dtype, device: str, seed: int):
     return net
 
 
+def config_of(model: dict):
+    """The HF config of a resolved model (dict form), without loading weights."""
+    if model["kind"] == "random":
+        return build_config(PRESETS[model["preset"]])
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model["path"])
+
+
 def load_tokenizer(model: ResolvedModel):
     from transformers import AutoTokenizer
 

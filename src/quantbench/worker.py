@@ -6,6 +6,7 @@ starting with PROGRESS_PREFIX; the parent alone writes to the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -187,10 +188,29 @@ def _quality(cell, engine: _Engine) -> dict:
                 "traceback": traceback.format_exc()[-2000:]}
 
 
+def _kv_bytes_per_position(cell, scheme, device_type: str) -> int | None:
+    """K and V bytes one sequence position adds to the cache, all layers: what a decode step
+    reads per position of context, beside the weights (the roofline's bytes per token)."""
+    from quantbench import models
+
+    try:
+        config = models.config_of(cell.model)
+    except Exception:
+        return None
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    if scheme.runtime == "llama.cpp":
+        element = 2  # llama.cpp's default f16 KV cache
+    else:
+        element = {"float32": 4}.get(scheme.compute_dtype(device_type), 2)
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
+
+
 def measure_cell(cell) -> dict:
     import torch
 
-    from quantbench.measure import memory
+    from quantbench.measure import memory, telemetry
     from quantbench.schemes import get
 
     device = cell.device
@@ -214,28 +234,35 @@ def measure_cell(cell) -> dict:
     rss_reset = memory.reset_peak_rss()
 
     w = cell.workload
-    total = cell.repetitions.warmup + cell.repetitions.runs
     samples: dict[str, list[float]] = {}
     token_ms: list[float] = []
     output_ids = None
     warmup_s = 0.0
-    for i in range(total):
-        warm = i < cell.repetitions.warmup
-        progress(phase="warmup" if warm else "run", i=i + 1, n=total)
+    for i in range(cell.repetitions.warmup):
+        progress(phase="warmup", i=i + 1, n=cell.repetitions.warmup + cell.repetitions.runs)
         start = time.perf_counter()
-        timing = engine.generate(cell.prompt["ids"], w.new_tokens)
-        if warm:
-            warmup_s += time.perf_counter() - start
-            continue
-        for name, value in timing.metrics(w.batch_size, w.prompt_tokens, w.new_tokens).items():
-            samples.setdefault(name, []).append(value)
-        token_ms.extend(t * 1e3 for t in timing.token_s)
-        if output_ids is None:
-            output_ids = timing.tokens
-        if any(len(row) != w.new_tokens for row in timing.tokens):
-            raise RuntimeError("the decode loop produced a different number of tokens than asked")
+        engine.generate(cell.prompt["ids"], w.new_tokens)
+        warmup_s += time.perf_counter() - start
+    sampler = telemetry.GPUSampler(torch.device(device).index or 0) if device_type == "cuda" else None
+    with sampler or contextlib.nullcontext():
+        for i in range(cell.repetitions.runs):
+            progress(phase="run", i=cell.repetitions.warmup + i + 1,
+                     n=cell.repetitions.warmup + cell.repetitions.runs)
+            timing = engine.generate(cell.prompt["ids"], w.new_tokens)
+            for name, value in timing.metrics(w.batch_size, w.prompt_tokens, w.new_tokens).items():
+                samples.setdefault(name, []).append(value)
+            token_ms.extend(t * 1e3 for t in timing.token_s)
+            if output_ids is None:
+                output_ids = timing.tokens
+            if any(len(row) != w.new_tokens for row in timing.tokens):
+                raise RuntimeError("the decode loop produced a different number of tokens than asked")
     if token_ms:
         samples["token_latency_ms"] = token_ms
+    if sampler is not None:
+        samples.update(sampler.metrics())
+        energy = sampler.energy(w.batch_size * w.new_tokens * cell.repetitions.runs)
+    else:
+        energy = {"reason": "CPU run: no NVML energy counter"}
 
     mem = {"weights_bytes": engine.weights, "rss_after_load_bytes": rss_after_load,
            "peak_rss_bytes": memory.peak_rss_bytes(),
@@ -259,7 +286,8 @@ def measure_cell(cell) -> dict:
     info = {"startup_s": startup_s, "device_init_s": device_init_s, **engine.info,
             "warmup_s": warmup_s, "parameters": engine.params,
             "torch_threads": torch.get_num_threads(), "versions": scheme.versions(),
-            "torch": torch.__version__, "pid": os.getpid(), "output_ids": output_ids}
+            "torch": torch.__version__, "pid": os.getpid(), "output_ids": output_ids,
+            "energy": energy, "kv_bytes_per_position": _kv_bytes_per_position(cell, scheme, device_type)}
     if quality is not None:
         info["quality"] = quality
     if lm_eval is not None:

@@ -60,12 +60,13 @@ def top1_text(record: dict) -> str:
 
 def results_table(records: list[dict]) -> str:
     lines = ["| scheme | status | decode tok/s median [CI] | speedup [95% CI] | TTFT ms | "
-             "prefill tok/s | weights MB | peak MB | weights -% | PPL [95% CI] | KL ± SE | top-1 % |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "prefill tok/s | weights MB | peak MB | weights -% | PPL [95% CI] | KL ± SE | top-1 % "
+             "| roofline: % of ceiling tok/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         name = _cell(r["scheme"]) + (" (baseline)" if r["baseline"] else "")
         if r["status"] != "ok":
-            lines.append(f"| {name} | failed: {_cell(r['error'])} | - | - | - | - | - | - | - | - | - | - |")
+            lines.append(f"| {name} | failed: {_cell(r['error'])} |" + " - |" * 11)
             continue
         m = r["metrics"]
         versus = r.get("vs_baseline") or {}
@@ -77,7 +78,7 @@ def results_table(records: list[dict]) -> str:
             f"| {r['memory'].get('weights_bytes', 0) / 1e6:,.1f} "
             f"| {r['memory'].get('peak_bytes', 0) / 1e6:,.1f} "
             f"| {'-' if r['baseline'] or reduction is None else f'{reduction:.1f}%'} "
-            f"| {ppl_text(r)} | {kl_text(r)} | {top1_text(r)} |")
+            f"| {ppl_text(r)} | {kl_text(r)} | {top1_text(r)} | {roofline_text(r)} |")
     return "\n".join(lines)
 
 
@@ -118,10 +119,30 @@ def summary(records: list[dict]) -> list[str]:
         out.append("Failed: " + "; ".join(f"{r['scheme']} ({r['error']})" for r in failed) + ".")
     if base.get("random_weights"):
         out.append("Random weights: these figures are valid for speed and memory only.")
-    out.append("No GPU roofline profile for this run: figures are not placed against the "
-               "hardware's limit." if base["device"].startswith("cuda") else
-               "CPU run: no roofline context.")
+    out.extend(roofline_summary(records))
     return out
+
+
+def roofline_text(record: dict) -> str:
+    roof = record.get("roofline") or {}
+    if "ceiling_tok_s" not in roof:
+        return "-"
+    pct = roof["achieved_pct"]
+    return f"{pct:.{1 if pct < 10 else 0}f}% of {roof['ceiling_tok_s']:,.0f}"
+
+
+def roofline_summary(records: list[dict]) -> list[str]:
+    placed = [r for r in records if "ceiling_tok_s" in (r.get("roofline") or {})]
+    if not placed:
+        reason = next(((r.get("roofline") or {}).get("reason") for r in records
+                       if (r.get("roofline") or {}).get("reason")), "no hardware profile")
+        return [f"No roofline for this run ({reason}): figures are not placed against the "
+                "hardware's limit."]
+    bw = placed[0]["roofline"]["bandwidth_Bps"]
+    parts = [f"{r['scheme']} {r['roofline']['achieved_pct']:.1f}% of {r['roofline']['ceiling_tok_s']:,.0f} tok/s"
+             for r in placed]
+    return [f"Roofline (decode against the measured copy bandwidth, {bw / 1e9:,.1f} GB/s, over "
+            "weight + KV-cache bytes per token): " + "; ".join(parts) + "."]
 
 
 def quality_summary(records: list[dict], base: dict) -> list[str]:

@@ -113,8 +113,8 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
         roofline.data = {"x": [r["scheme"] for r in profiled],
                          "achieved": [r["metrics"]["decode_tok_s"]["median"] for r in profiled],
                          "ceiling": [r["roofline"]["ceiling_tok_s"] for r in profiled]}
-    elif device == "cpu":
-        roofline.reason = "CPU run: no hardware profile, no roofline"
+    elif ok and (ok[0].get("roofline") or {}).get("reason"):
+        roofline.reason = ok[0]["roofline"]["reason"]
     else:
         roofline.reason = "no hardware profile (bandwidth ceiling) recorded for this device"
     panels.append(roofline)

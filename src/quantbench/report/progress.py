@@ -22,7 +22,7 @@ class RunProgress:
     def converting(self, message: str):
         """A spinner with elapsed time around a one-time model conversion."""
         self.console.print(message)
-        return self.console.status(f"{message}: about 30 s on 2 cores")
+        return self.console.status(f"{message}: seconds to a minute")
 
     def start(self, n_cells: int, model, device: str) -> None:
         label = f" [yellow]({model.label})[/yellow]" if model.random_weights else ""

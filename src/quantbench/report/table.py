@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from quantbench.report.markdown import kl_text, median_ci_text, speedup_text
+from quantbench.report.markdown import kl_text, median_ci_text, roofline_text, speedup_text
 
 
 def _mb(value) -> str:
@@ -23,6 +23,7 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
     if any(r.get("quality") for r in records):
         table.add_column("PPL", justify="right")
         table.add_column("KL ± SE", justify="right", no_wrap=True)
+    table.add_column("% roofline", justify="right", no_wrap=True)
     table.add_column("note")
     for r in records:
         name = r["scheme"] + (" (baseline)" if r["baseline"] else "")
@@ -48,6 +49,7 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
             _mb(r["memory"].get("peak_bytes")),
             f"{reduction:.1f}%" if reduction is not None and not r["baseline"] else "-",
             *quality,
+            roofline_text(r),
             note,
         )
     return table
