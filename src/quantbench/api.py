@@ -169,9 +169,7 @@ class LLMBenchmark:
                 refs = [ref]
             first = out.index(group[0])
             out = [n for n in out if n not in refs]
-            out[first:first] = refs[:1]
-            if len(refs) > 1:
-                out.extend(refs[1:])
+            out[first:first] = refs
         return out
 
     def _check_runtime_fit(self, names: list[str], resolved) -> None:
