@@ -214,7 +214,6 @@ def _resolve_hub(spec: str) -> ResolvedModel:
 
 def load(model: dict, dtype, device: str, seed: int = 0):
     """Build or load the model in `dtype` on `device`, in eval mode."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     if model["kind"] == "random":

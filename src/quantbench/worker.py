@@ -7,6 +7,7 @@ starting with PROGRESS_PREFIX; the parent alone writes to the store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -15,6 +16,18 @@ import traceback
 
 PROGRESS_PREFIX = "@@quantbench "
 _STARTED = time.perf_counter()
+
+
+def _error_text(exc: BaseException) -> str:
+    """`Name: first line of the message`, as every recorded failure shows it."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = "CUDA out of memory" if type(exc).__name__ == "OutOfMemoryError" else type(exc).__name__
+    return f"{name}: {message}".rstrip(": ")
+
+
+def _failure(exc: BaseException) -> dict:
+    """What a quality or lm-eval step records when it fails (speed and memory still stand)."""
+    return {"error": _error_text(exc), "traceback": traceback.format_exc()[-2000:]}
 
 
 def progress(**event) -> None:
@@ -32,7 +45,7 @@ class _Engine:
     """A loaded model ready to generate, and what it took to get there."""
 
     def __init__(self, generate, weights: int, params: int, info: dict, close=None,
-                 for_quality=None):
+                 for_quality=None, torch_model=None):
         self.generate = generate  # (input_ids as lists, new_tokens) -> GenerationTiming
         self.weights = weights
         self.params = params
@@ -40,6 +53,7 @@ class _Engine:
         self.close = close or (lambda: None)
         # quality plan -> (logits(ids) -> fp32 [len, vocab], generate(ids, n) -> ids, close)
         self.for_quality = for_quality
+        self.torch_model = torch_model  # None for engines of their own (llama.cpp)
 
 
 def _torch_engine(cell, scheme, device: str) -> _Engine:
@@ -78,12 +92,10 @@ def _torch_engine(cell, scheme, device: str) -> _Engine:
     def greedy(ids, new_tokens):
         return generate([ids], new_tokens).tokens[0]
 
-    engine = _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model),
-                     {"load_s": load_s, "quantize_s": quantize_s,
-                      "dtype": str(dtype).replace("torch.", "")},
-                     for_quality=lambda plan: (logits, greedy, lambda: None))
-    engine.torch_model = model
-    return engine
+    return _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model),
+                   {"load_s": load_s, "quantize_s": quantize_s,
+                    "dtype": str(dtype).replace("torch.", "")},
+                   for_quality=lambda plan: (logits, greedy, lambda: None), torch_model=model)
 
 
 def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
@@ -153,39 +165,38 @@ def _ensure_baseline_logits(cell, scheme, device: str) -> None:
 
 
 def _lm_eval(cell, engine: _Engine) -> dict:
-    model = getattr(engine, "torch_model", None)
+    model = engine.torch_model
     if model is None:
         return {"error": "lm-eval runs on torch schemes; llama.cpp cells are scored by "
                          "perplexity and KL only"}
     try:
-        from transformers import AutoTokenizer
-
         from quantbench.quality import lm_eval_tasks
 
         progress(phase="lm_eval")
-        tokenizer = AutoTokenizer.from_pretrained(cell.model["path"])
-        return lm_eval_tasks.evaluate(cell.lm_eval, model, tokenizer, cell.device)
+        return lm_eval_tasks.evaluate(cell.lm_eval, model, _tokenizer(cell.model["path"]),
+                                      cell.device)
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return {"error": f"{type(exc).__name__}: {message}".rstrip(": "),
-                "traceback": traceback.format_exc()[-2000:]}
+        return _failure(exc)
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer(path: str):
+    """Loaded once per cell, for the generations' text and for lm-eval."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
 
 
 def _quality(cell, engine: _Engine) -> dict:
-    from transformers import AutoTokenizer
-
     from quantbench.quality.evaluate import evaluate
 
     try:
         logits, greedy, close = engine.for_quality(cell.quality["plan"])
-        tokenizer = AutoTokenizer.from_pretrained(cell.model["path"])
-        result = evaluate(cell.quality, logits, greedy, tokenizer, progress)
+        result = evaluate(cell.quality, logits, greedy, _tokenizer(cell.model["path"]), progress)
         close()
         return result
     except Exception as exc:  # speed and memory stand; quality records why it is missing
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return {"error": f"{type(exc).__name__}: {message}".rstrip(": "),
-                "traceback": traceback.format_exc()[-2000:]}
+        return _failure(exc)
 
 
 def _kv_bytes_per_position(cell, scheme, device_type: str) -> int | None:
@@ -305,11 +316,7 @@ def main(argv: list[str]) -> int:
         result = measure_cell(cell)
         code = 0
     except BaseException as exc:  # everything ends as a recorded failure, not a lost cell
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        name = type(exc).__name__
-        if name == "OutOfMemoryError":
-            name = "CUDA out of memory"
-        result = {"status": "failed", "error": f"{name}: {message}".rstrip(": "),
+        result = {"status": "failed", "error": _error_text(exc),
                   "info": {"traceback": traceback.format_exc()[-4000:]}}
         code = 1
     tmp = result_path + ".tmp"

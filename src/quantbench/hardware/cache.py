@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -33,15 +34,9 @@ def get(device: str, env: dict, refresh: bool = False, on_measure=None) -> dict:
     path = path_for(device, env)
     if refresh or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        context = on_measure() if on_measure else None
-        try:
-            if context:
-                context.__enter__()
+        with on_measure() if on_measure else contextlib.nullcontext():
             proc = subprocess.run([sys.executable, "-m", "quantbench.hardware.profile", device,
                                    str(path)], capture_output=True, text=True)
-        finally:
-            if context:
-                context.__exit__(None, None, None)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             raise UsageError(f"could not measure {device}: {lines[-1] if lines else 'no output'}")

@@ -50,21 +50,32 @@ def measure(device: str) -> dict:
         torch.cuda.set_device(device)
     timed = _timer(device)
     nbytes = (1 << 30) if cuda else (256 << 20)
-    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
-    dst = torch.empty_like(src)
-    copy_s = timed(lambda: dst.copy_(src), 20 if cuda else 5)
-    del src, dst
+    copy_s = _copy_seconds(timed, device, nbytes, reps=20 if cuda else 5)
     n = 8192 if cuda else 1024
     dtype = torch.bfloat16 if cuda else torch.float32
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    mm_s = timed(lambda: a @ b, 20 if cuda else 3)
+    mm_s = _matmul_seconds(timed, device, n, dtype, reps=20 if cuda else 3)
     return {"device": device,
             "name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
             "copy_bandwidth_Bps": 2 * nbytes / copy_s, "copy_bytes": nbytes,
             "matmul_flops": 2 * n ** 3 / mm_s, "matmul_dtype": str(dtype).replace("torch.", ""),
             "matmul_n": n, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _copy_seconds(timed, device: str, nbytes: int, reps: int) -> float:
+    import torch
+
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    return timed(lambda: dst.copy_(src), reps)
+
+
+def _matmul_seconds(timed, device: str, n: int, dtype, reps: int) -> float:
+    import torch
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return timed(lambda: a @ b, reps)
 
 
 def _cpu_name() -> str:

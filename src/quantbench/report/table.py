@@ -20,7 +20,8 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
     table.add_column("weights MB", justify="right")
     table.add_column("peak MB", justify="right")
     table.add_column("weights -%", justify="right")
-    if any(r.get("quality") for r in records):
+    has_quality = any(r.get("quality") for r in records)
+    if has_quality:
         table.add_column("PPL", justify="right")
         table.add_column("KL ± SE", justify="right", no_wrap=True)
     table.add_column("% roofline", justify="right", no_wrap=True)
@@ -35,7 +36,7 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
         reduction = versus.get("weights_reduction_pct")
         note = f"reused from {r['measured_in_run']}" if r["reused"] else ""
         quality = []
-        if any(x.get("quality") for x in records):
+        if has_quality:
             q = r.get("quality") or {}
             quality = [f"{q['ppl']:.2f}" if "ppl" in q else "-", kl_text(r)]
             if q.get("error"):
