@@ -112,3 +112,45 @@ def test_roofline_telemetry_and_energy_on_the_gpu(workdir):
         assert energy.get("j_per_token", 0) > 0 or "too short" in energy.get("reason", ""), energy
     hw = quantbench("hardware", cwd=workdir)
     assert hw.returncode == 0 and "GB/s" in hw.stdout
+
+
+COMPILED_SCHEMES = ["bf16", "torchao-int8wo", "torchao-int4wo", "torchao-float8wo", "bnb-nf4"]
+
+
+@pytest.fixture(scope="module")
+def compiled_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compiled")
+    proc = quantbench("run", "--model", "random:gpt2-124m", "--runtime", "compiled", "--schemes",
+                      ",".join(COMPILED_SCHEMES), "--prompt-tokens", "32", "--new-tokens", "24",
+                      "--warmup", "1", "--runs", "3", "--cell-timeout", "600", cwd=root)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    return {r["scheme"]: r for r in export_json(root)}
+
+
+def test_compiled_bf16_replays_one_checked_graph_per_token(compiled_run):
+    r = compiled_run["bf16"]
+    assert r["status"] == "ok", r["error"]
+    c = r["info"]["compiled"]
+    assert c["compile"]["graph_breaks"] == 0 and c["compile"]["seconds"] > 0
+    assert c["cuda_graph"]["captured"] is True, c["cuda_graph"]
+    assert c["cuda_graph"]["replays_per_token"] == 1
+    assert c["cuda_graph"]["check"] == {"steps": 16, "identical": True, "first_difference": None}
+    profile = c["profile"]
+    assert profile["kernels_per_token"] >= 12 * 4  # at least a few kernels a layer
+    assert sum(k["us_per_token"] for k in profile["by_kind"].values()) == pytest.approx(
+        profile["kernel_us_per_token"], rel=1e-6)
+    assert r["metrics"]["decode_tok_s"]["median"] > 0
+    assert len(r["info"]["output_ids"][0]) == 24
+    assert r["info"]["kv_positions_read"] == 32 + 24 + 8
+
+
+@pytest.mark.parametrize("scheme", COMPILED_SCHEMES[1:])
+def test_compiled_quantized_schemes_say_whether_a_graph_covered_the_step(compiled_run, scheme):
+    r = compiled_run[scheme]
+    assert r["status"] == "ok", r["error"]
+    graph = r["info"]["compiled"]["cuda_graph"]
+    if graph["captured"]:
+        assert graph["check"]["identical"] is True
+        assert r["info"]["compiled"]["profile"]["kernels_per_token"] > 0
+    else:  # a fall-back is allowed only with its reason on the record
+        assert graph["reason"] and graph["consequence"]

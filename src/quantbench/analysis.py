@@ -105,7 +105,9 @@ def roofline(record: dict, profile: dict) -> dict | None:
     if not weights or not decode:
         return {"reason": "no weight bytes or decode speed to place"}
     w = record["workload"]
-    kv_bytes = (kv or 0) * w["batch_size"] * (w["prompt_tokens"] + w["new_tokens"] / 2)
+    # A static cache (compiled runtime) is read whole every step, masked or not.
+    positions = record["info"].get("kv_positions_read") or w["prompt_tokens"] + w["new_tokens"] / 2
+    kv_bytes = (kv or 0) * w["batch_size"] * positions
     per_step = weights + kv_bytes
     ceiling = w["batch_size"] * bandwidth / per_step
     out = {"bandwidth_Bps": bandwidth, "bandwidth_source": "measured copy (read + write)",

@@ -59,6 +59,14 @@ class RunResult:
         return pd.DataFrame(flat_rows(self.records))
 
 
+def _device_name(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(int(device.split(":")[1]))
+
+
 def resolve_device(device: str) -> tuple[str, tuple[int, int] | None]:
     import torch
 
@@ -229,7 +237,7 @@ class LLMBenchmark:
                             workload=self.workload, repetitions=self.repetitions, prompt=prompt,
                             seed=self.seed, baseline=(name == baseline),
                             extra=self._speed_reference(name, names), quality=quality,
-                            lm_eval=lm_eval)
+                            lm_eval=lm_eval, device_name=_device_name(device))
                  for name in names]
         return resolved, device, cells, prompt
 

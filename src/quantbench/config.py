@@ -59,6 +59,7 @@ class CellConfig:
     # {"plan": quality.plan.build(...), "identity": ..., "baseline": scheme, "cache_key": ...}
     quality: dict | None = None
     lm_eval: dict | None = None  # {"tasks": [...], "include": DIR, "limit": N}
+    device_name: str | None = None  # the GPU's name: cuda:0 is a different card on each machine
 
     def identity(self) -> dict:
         """The fields that decide what is measured; their hash keys results in the store."""
@@ -77,6 +78,8 @@ class CellConfig:
             ident["quality"] = self.quality["identity"]
         if self.lm_eval:
             ident["lm_eval"] = self.lm_eval
+        if self.device_name:  # absent on the CPU, so CPU cells keep their identity
+            ident["device_name"] = self.device_name
         return ident
 
     @property

@@ -79,9 +79,23 @@ def _torch_engine(cell, scheme, device: str) -> _Engine:
     quantize_s = time.perf_counter() - start
     memory.release_freed_memory()  # the float weights a quantizer replaced
 
-    def generate(ids, new_tokens):
+    def eager_generate(ids, new_tokens):
         input_ids = torch.tensor(ids, dtype=torch.long, device=device)
         return eager.generate(model, input_ids, new_tokens, device)
+
+    info = {"load_s": load_s, "quantize_s": quantize_s, "dtype": str(dtype).replace("torch.", "")}
+    generate = eager_generate
+    if cell.runtime == "compiled":
+        from quantbench.runtimes.compiled import CompiledDecoder
+
+        w = cell.workload
+        progress(phase="compile")
+        decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens)
+        start = time.perf_counter()
+        info["compiled"] = decoder.prepare(cell.prompt["ids"])
+        info["compiled"]["prepare_s"] = time.perf_counter() - start  # never inside the timings
+        info["kv_positions_read"] = decoder.max_cache_len  # attention reads the whole static cache
+        generate = decoder.generate
 
     def logits(ids):
         with torch.no_grad():
@@ -89,12 +103,10 @@ def _torch_engine(cell, scheme, device: str) -> _Engine:
                         use_cache=False)
         return out.logits[0].float().cpu().numpy()
 
-    def greedy(ids, new_tokens):
-        return generate([ids], new_tokens).tokens[0]
+    def greedy(ids, new_tokens):  # any prompt length: the compiled decoder is sized for one
+        return eager_generate([ids], new_tokens).tokens[0]
 
-    return _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model),
-                   {"load_s": load_s, "quantize_s": quantize_s,
-                    "dtype": str(dtype).replace("torch.", "")},
+    return _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model), info,
                    for_quality=lambda plan: (logits, greedy, lambda: None), torch_model=model)
 
 

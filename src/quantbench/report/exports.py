@@ -53,6 +53,12 @@ def flat_rows(records: list[dict]) -> list[dict]:
             row[key] = q.get(key)
         row["ppl_ci95_low"], row["ppl_ci95_high"] = q.get("ppl_ci95") or (None, None)
         row["quality_error"] = q.get("error")
+        compiled = r["info"].get("compiled") or {}
+        graph = compiled.get("cuda_graph") or {}
+        row["cuda_graph"] = graph.get("captured") if compiled else None
+        row["cuda_graph_reason"] = graph.get("reason")
+        row["compile_s"] = (compiled.get("compile") or {}).get("seconds")
+        row["kernels_per_token"] = (compiled.get("profile") or {}).get("kernels_per_token")
         row["scheme_settings"] = json.dumps(r["scheme_settings"], sort_keys=True)
         rows.append(row)
     return rows

@@ -123,6 +123,15 @@ def summary(records: list[dict]) -> list[str]:
     return out
 
 
+def graph_note(record: dict) -> str:
+    """For a compiled cell on a GPU that did not replay one CUDA graph per token: why."""
+    compiled = record.get("info", {}).get("compiled") or {}
+    graph = compiled.get("cuda_graph") or {}
+    if not compiled or graph.get("captured") or not record["device"].startswith("cuda"):
+        return ""
+    return f"no CUDA graph ({graph.get('reason', 'not recorded')})"
+
+
 def roofline_text(record: dict) -> str:
     roof = record.get("roofline") or {}
     if "ceiling_tok_s" not in roof:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from quantbench.report.markdown import kl_text, median_ci_text, roofline_text, speedup_text
+from quantbench.report.markdown import graph_note, kl_text, median_ci_text, roofline_text, speedup_text
 
 
 def _mb(value) -> str:
@@ -34,7 +34,8 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
         m = r["metrics"]
         versus = r.get("vs_baseline") or {}
         reduction = versus.get("weights_reduction_pct")
-        note = f"reused from {r['measured_in_run']}" if r["reused"] else ""
+        note = " ".join(filter(None, [f"reused from {r['measured_in_run']}" if r["reused"] else "",
+                                      graph_note(r)]))
         quality = []
         if has_quality:
             q = r.get("quality") or {}

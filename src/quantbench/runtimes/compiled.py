@@ -1,0 +1,273 @@
+"""The compiled runtime: a static KV cache, the prefill on its own, and every one-token decode
+step replayed as one CUDA graph, so no Python runs per token but `graph.replay()`.
+
+The step (model forward + greedy choice + feeding the token back) is compiled by torch.compile
+(inductor, fullgraph, no cudagraphs of its own) and then captured directly with
+`torch.cuda.graph`. Capturing ourselves, rather than trusting mode="reduce-overhead", is what
+lets a cell prove its graph covers the step: torch.compile can skip CUDA graphs silently, a
+direct capture either holds the whole step or raises. After capture the graph is replayed
+against the same step run without it; identical tokens show nothing was frozen into the graph
+that should have moved (a position computed on the host, say). Every way this falls short is
+recorded in the cell: compile failed (the eager kernels are captured instead), capture failed
+(the static-cache loop runs without a graph), or the check failed (likewise).
+"""
+
+from __future__ import annotations
+
+import time
+
+from quantbench.runtimes.eager import GenerationTiming, _cache_arg, _Clock
+
+# Steps the compile call, the side-stream warm-up and the capture itself add beyond new_tokens.
+_SLACK = 8
+_CHECK_STEPS = 16
+_PROFILE_STEPS = 4
+
+
+def _error_text(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}".rstrip(": ")[:500]
+
+
+def _kernel_kind(name: str) -> str:
+    """A coarse family per kernel, for where a step's time goes."""
+    low = name.lower()
+    if any(k in low for k in ("flash", "fmha", "attention", "sdpa", "efficient_attention")):
+        return "attention"
+    if any(k in low for k in ("dequant", "unpack", "int4pack", "int8pack", "_weight_int")):
+        return "dequant/quantized matmul"
+    if any(k in low for k in ("gemm", "gemv", "matmul", "cutlass", "sm90_xmma", "xmma",
+                              "splitk", "cublas", "tinygemm", "mm_kernel", "kgemm")):
+        return "matmul"
+    if low.startswith("triton") or "triton" in low:
+        return "fused (triton)"
+    if "memcpy" in low or "memset" in low:
+        return "copy"
+    return "other"
+
+
+class CompiledDecoder:
+    """Generates greedily with a static cache; `prepare` compiles and captures (timed apart),
+    `generate` then replays."""
+
+    def __init__(self, model, device: str, batch: int, prompt_tokens: int, new_tokens: int,
+                 inductor: bool = True):
+        import torch
+        from transformers import StaticCache
+
+        self.torch = torch
+        self.model = model
+        self.device = device
+        self.cuda = device.startswith("cuda")
+        self.prompt_tokens = prompt_tokens
+        self.new_tokens = new_tokens
+        self.inductor = inductor
+        self.max_cache_len = prompt_tokens + new_tokens + _SLACK
+        self.cache = StaticCache(config=model.config, max_cache_len=self.max_cache_len)
+        self.cache_arg = _cache_arg(model)
+        # Fixed addresses: the graph reads and writes these and nothing else per step.
+        self.ids = torch.zeros((batch, 1), dtype=torch.long, device=device)
+        self.pos = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self.slot = torch.zeros((1,), dtype=torch.long, device=device)
+        self.out = torch.zeros((batch, new_tokens + _SLACK), dtype=torch.long, device=device)
+        self.step = self._forward_step
+        self.graph = None
+        self.info: dict = {"kv_cache": "static", "max_cache_len": self.max_cache_len,
+                           "prefill": "eager forward into the static cache (not compiled)"}
+
+    # -- the step ---------------------------------------------------------------------------
+    def _forward_step(self, ids, pos):
+        out = self.model(input_ids=ids, position_ids=pos, use_cache=True,
+                         **{self.cache_arg: self.cache})
+        return out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+
+    def _body(self):
+        """One decode step and its bookkeeping, all on the device."""
+        nxt = self.step(self.ids, self.pos)
+        self.ids.copy_(nxt)
+        self.out.index_copy_(1, self.slot, nxt)
+        self.slot.add_(1)
+        self.pos.add_(1)
+
+    def _prefill(self, prompt):
+        torch = self.torch
+        input_ids = torch.as_tensor(prompt, dtype=torch.long, device=self.device)
+        length = input_ids.shape[1]
+        if length > self.prompt_tokens:
+            raise ValueError(f"prompt of {length} tokens is longer than the {self.prompt_tokens} "
+                             "the static cache was sized for")
+        self.cache.reset()
+        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1,
+                         position_ids=torch.arange(length, device=self.device).unsqueeze(0),
+                         **{self.cache_arg: self.cache})
+        token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+        self.ids.copy_(token)
+        self.out[:, :1].copy_(token)
+        self.pos.fill_(length)
+        self.slot.fill_(1)
+        return token
+
+    def _steps(self, n: int, graph: bool):
+        for _ in range(n):
+            self.graph.replay() if graph else self._body()
+
+    # -- compile, capture, prove ---------------------------------------------------------------
+    def prepare(self, prompt) -> dict:
+        torch = self.torch
+        with torch.no_grad():
+            self._prefill(prompt)
+            if self.inductor:
+                self._compile()
+            else:
+                self.info["compile"] = {"skipped": "inductor off: the step's eager kernels"}
+            if self.cuda:
+                self._capture(prompt)
+            else:
+                self.info["cuda_graph"] = {
+                    "captured": False,
+                    "reason": "CUDA graphs need a CUDA device: on the CPU each step is one "
+                              "call of the compiled step, Python included"}
+        return self.info
+
+    def _compile(self):
+        torch = self.torch
+        from torch._dynamo.utils import counters
+
+        counters.clear()
+        compiled = torch.compile(self._forward_step, fullgraph=True, dynamic=False)
+        start = time.perf_counter()
+        try:
+            self.step = compiled
+            self._body()  # the first call compiles
+            self._sync()
+        except Exception as exc:
+            self.step = self._forward_step
+            self.info["compile"] = {"backend": "inductor", "error": _error_text(exc),
+                                    "seconds": time.perf_counter() - start,
+                                    "consequence": "the step's eager kernels are used instead"}
+            torch._dynamo.reset()
+            return
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        self._body()  # a second call must not compile again
+        self._sync()
+        self.info["compile"] = {
+            "backend": "inductor", "fullgraph": True, "dynamic": False, "seconds": first,
+            "second_call_s": time.perf_counter() - start,
+            "graphs": int(counters["stats"].get("unique_graphs", 0)),
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "recompiles": max(0, int(counters["stats"].get("unique_graphs", 0)) - 1)}
+
+    def _sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def _capture(self, prompt):
+        torch = self.torch
+        start = time.perf_counter()
+        try:
+            self._prefill(prompt)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
+                self._steps(3, graph=False)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._body()
+            self._sync()
+        except Exception as exc:
+            self.graph = None
+            self.info["cuda_graph"] = {"captured": False, "reason": _error_text(exc),
+                                       "consequence": "each step runs as Python calls of the "
+                                                      "(compiled) step, without a graph"}
+            return
+        self.graph = graph
+        capture_s = time.perf_counter() - start
+        check = self._check(prompt)
+        self.info["cuda_graph"] = {"captured": True, "capture_s": capture_s,
+                                   "replays_per_token": 1, "check": check}
+        if not check["identical"]:
+            self.graph = None
+            self.info["cuda_graph"].update(
+                captured=False, reason="the graph's tokens differ from the step's run without "
+                "it: something the step computes on the host was frozen into the graph",
+                consequence="each step runs without a graph")
+            return
+        self.info["profile"] = self._profile(prompt)
+
+    def _check(self, prompt) -> dict:
+        """The graph against the step it captured, token for token."""
+        steps = min(_CHECK_STEPS, self.new_tokens - 1)
+        runs = []
+        for graph in (True, False):
+            self._prefill(prompt)
+            self._steps(steps, graph)
+            runs.append(self.out[:, :steps + 1].clone())
+        same = bool(self.torch.equal(runs[0], runs[1]))
+        first = None
+        if not same:
+            diff = (runs[0] != runs[1]).any(dim=0).nonzero()
+            first = int(diff[0]) if len(diff) else None
+        return {"steps": steps, "identical": same, "first_difference": first}
+
+    def _profile(self, prompt) -> dict:
+        """Kernels of a few replays: how many per token, how long, of which kind."""
+        torch = self.torch
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        try:
+            self._prefill(prompt)
+            self._sync()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                self._steps(_PROFILE_STEPS, graph=True)
+                self._sync()
+            kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+        except Exception as exc:
+            return {"error": _error_text(exc)}
+        if not kernels:
+            return {"error": "the profiler saw no kernels inside the graph replays"}
+
+        def us(event):
+            return float(getattr(event, "device_time_total", 0.0) or 0.0)
+
+        by_name: dict[str, list[float]] = {}
+        for event in kernels:
+            by_name.setdefault(event.name, []).append(us(event))
+        by_kind: dict[str, dict] = {}
+        for name, times in by_name.items():
+            kind = by_kind.setdefault(_kernel_kind(name), {"kernels_per_token": 0.0, "us_per_token": 0.0})
+            kind["kernels_per_token"] += len(times) / _PROFILE_STEPS
+            kind["us_per_token"] += sum(times) / _PROFILE_STEPS
+        top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:10]
+        return {
+            "steps": _PROFILE_STEPS,
+            "kernels_per_token": len(kernels) / _PROFILE_STEPS,
+            "kernel_us_per_token": sum(us(e) for e in kernels) / _PROFILE_STEPS,
+            "by_kind": by_kind,
+            "top": [{"name": name[:160], "kind": _kernel_kind(name),
+                     "per_token": len(t) / _PROFILE_STEPS, "us_per_token": sum(t) / _PROFILE_STEPS}
+                    for name, t in top]}
+
+    # -- timed generation ----------------------------------------------------------------------
+    def generate(self, prompt, new_tokens: int) -> GenerationTiming:
+        torch = self.torch
+        if new_tokens > self.new_tokens:
+            raise ValueError(f"{new_tokens} new tokens asked of a decoder built for {self.new_tokens}")
+        graph = self.graph is not None
+        with torch.no_grad():
+            self._sync()
+            clock = _Clock(self.device)
+            clock.mark()
+            token = self._prefill(prompt)
+            if not clock.cuda:
+                token = token.clone()
+            clock.mark()
+            for _ in range(new_tokens - 1):
+                self.graph.replay() if graph else self._body()
+                clock.mark()
+            intervals = clock.intervals()
+        ids = self.out[:, :new_tokens].tolist()
+        return GenerationTiming(ttft_s=intervals[0], decode_s=sum(intervals[1:]),
+                                token_s=intervals[1:], tokens=ids)
