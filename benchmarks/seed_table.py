@@ -147,16 +147,21 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                   f"tokens, {head['repetitions']['warmup']} warm-up + {head['repetitions']['runs']} "
                   "timed runs per cell; random weights (speed and memory only). Speed-up: decode "
                   "tok/s over bf16's of the same size and runtime. Roofline: decode against the "
-                  "measured copy bandwidth over weight + KV bytes per token.", "",
+                  "measured copy bandwidth over the bytes a token reads (weights, less an untied "
+                  "embedding table that is only looked up, plus the KV cache; compiled cells read "
+                  "their whole static cache); GB read/token and roof tok/s are the last runtime's.", "",
                   "| size | scheme | eager tok/s | eager x bf16 | eager % roof | compiled tok/s | "
-                  "compiled x bf16 | compiled % roof | weights MB | peak MB (compiled) | CUDA graph |",
-                  "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+                  "compiled x bf16 | compiled % roof | weights MB | GB read/token | roof tok/s | "
+                  "peak MB (compiled) | CUDA graph |",
+                  "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
         models = [m for m in (f"random:{p}" for p in SIZES.values())
                   if any(r["model"] == m for r in rows)]
+        seen = list(dict.fromkeys(r["scheme"] for r in rows))
+        schemes = [s for s in SCHEMES if s in seen] + [s for s in seen if s not in SCHEMES]
         for model in models:
-            for scheme in dict.fromkeys(r["scheme"] for r in rows if r["model"] == model):
+            for scheme in schemes:  # every scheme on every size: what was not run says so
                 cells = []
-                weights = peak = None
+                weights = peak = read = ceiling = None
                 graph = "-"
                 for runtime in RUNTIMES:
                     r = by_key.get((card, model, scheme, runtime))
@@ -172,11 +177,14 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                     roof = (r.get("roofline") or {}).get("achieved_pct")
                     cells += [_fmt(tok, 1), _fmt(tok / ref if ref else None, 2, "x"), _fmt(roof, 0, "%")]
                     weights = r["memory"].get("weights_bytes")
+                    read = (r.get("roofline") or {}).get("bytes_per_token")
+                    ceiling = (r.get("roofline") or {}).get("ceiling_tok_s")
                     if runtime == "compiled":
                         peak = r["memory"].get("peak_bytes")
                         graph = _graph(r)
                 lines.append(f"| {model.split(':')[1]} | {scheme} | " + " | ".join(cells) +
-                             f" | {_fmt(weights and weights / 1e6, 0)} | {_fmt(peak and peak / 1e6, 0)}"
+                             f" | {_fmt(weights and weights / 1e6, 0)} | {_fmt(read and read / 1e9, 2)}"
+                             f" | {_fmt(ceiling, 0)} | {_fmt(peak and peak / 1e6, 0)}"
                              f" | {graph} |")
         lines += ["", "Compiled cells, one decode step as the profiler saw it inside the graph "
                   "(kernels per token, kernel time per token, busy share of the measured step, "

@@ -59,3 +59,23 @@ def test_random_presets_are_initialised_like_transformers_would():
             assert (p == 1).all(), name
     again = models.load(TINY, torch.float32, "cpu", seed=1)
     assert torch.equal(again.model.layers[0].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_an_untied_embedding_table_is_left_out_of_the_bytes_a_token_reads():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from quantbench.analysis import _unread_from_config
+    from quantbench.measure.memory import unread_embedding_bytes
+
+    tied = models.load({"kind": "random", "preset": "tiny"}, torch.float32, "cpu", seed=0)
+    assert unread_embedding_bytes(tied) == 0  # the head reads the whole table each step
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
+                         tie_word_embeddings=False)
+    untied = LlamaForCausalLM(config).to(torch.bfloat16)
+    assert unread_embedding_bytes(untied) == 300 * 64 * 2
+    # Cells stored before workers recorded it: derived from the preset's config.
+    assert _unread_from_config({"model": {"kind": "random", "preset": "llama-3.1-8b"},
+                                "scheme_settings": {"compute_dtype": "bfloat16"}}) == 128256 * 4096 * 2
+    assert _unread_from_config({"model": {"kind": "random", "preset": "llama-3.2-1b"},
+                                "scheme_settings": {"compute_dtype": "bfloat16"}}) == 0

@@ -57,6 +57,7 @@ def _record(run_id: str, cell: dict, env: dict) -> dict:
         "metrics": {name: summarize(values).to_dict() for name, values in cell["samples"].items()},
         "memory": cell["memory"],
         "info": info,
+        "unread_weight_bytes": info.get("unread_weight_bytes", _unread_from_config(config)),
         "quality": quality,
         "lm_eval": lm_eval,
         "started_at": cell["started_at"],
@@ -86,10 +87,26 @@ def _versus(cell: dict, base: dict | None, speed_ref: dict | None) -> dict | Non
     return out
 
 
+def _unread_from_config(config: dict) -> int | None:
+    """For cells measured before workers recorded it: an untied input embedding's bytes at the
+    compute dtype (no scheme here quantizes embeddings; GGUF cells always recorded it)."""
+    try:
+        from quantbench.models import config_of
+
+        hf = config_of(config["model"])
+    except Exception:
+        return None
+    if getattr(hf, "tie_word_embeddings", False):
+        return 0
+    element = {"float32": 4}.get(config["scheme_settings"].get("compute_dtype"), 2)
+    return hf.vocab_size * hf.hidden_size * element
+
+
 def roofline(record: dict, profile: dict) -> dict | None:
     """Decode against the memory ceiling, prefill against the compute ceiling.
 
-    A decode step reads every weight once (shared by the batch) and each sequence's KV cache;
+    A decode step reads every weight once (shared by the batch; an untied input embedding only
+    one row a token, so it is left out) and each sequence's KV cache;
     averaged over the decode, a sequence's cache holds prompt + new/2 positions. The ceiling is
     the measured copy bandwidth over those bytes: what the device could do if nothing but the
     bytes mattered. Prefill needs ~2 x parameters FLOPs a token (attention ignored).
@@ -100,6 +117,8 @@ def roofline(record: dict, profile: dict) -> dict | None:
     if not bandwidth:
         return {"reason": profile.get("reason") or "no hardware profile for this run"}
     weights = record["memory"].get("weights_bytes")
+    if weights:  # an untied embedding table is looked up, one row a token, not read whole
+        weights -= record.get("unread_weight_bytes") or 0
     kv = record["info"].get("kv_bytes_per_position")
     decode = record["metrics"].get("decode_tok_s")
     if not weights or not decode:
@@ -112,6 +131,7 @@ def roofline(record: dict, profile: dict) -> dict | None:
     ceiling = w["batch_size"] * bandwidth / per_step
     out = {"bandwidth_Bps": bandwidth, "bandwidth_source": "measured copy (read + write)",
            "weights_bytes_per_step": weights, "kv_bytes_per_step": kv_bytes,
+           "embedding_bytes_left_out": record.get("unread_weight_bytes") or 0,
            "kv_counted": kv is not None, "bytes_per_token": per_step / w["batch_size"],
            "ceiling_tok_s": ceiling, "achieved_pct": 100 * decode["median"] / ceiling,
            "achieved_bandwidth_Bps": decode["median"] * per_step / w["batch_size"]}

@@ -83,7 +83,8 @@ def _torch_engine(cell, scheme, device: str) -> _Engine:
         input_ids = torch.tensor(ids, dtype=torch.long, device=device)
         return eager.generate(model, input_ids, new_tokens, device)
 
-    info = {"load_s": load_s, "quantize_s": quantize_s, "dtype": str(dtype).replace("torch.", "")}
+    info = {"load_s": load_s, "quantize_s": quantize_s, "dtype": str(dtype).replace("torch.", ""),
+            "unread_weight_bytes": memory.unread_embedding_bytes(model)}
     generate = eager_generate
     if cell.runtime == "compiled":
         from quantbench.runtimes.compiled import CompiledDecoder
@@ -140,6 +141,7 @@ def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
 
     info.update({"load_s": load_s, "gguf_file": str(path), "gguf_file_bytes": facts["file_bytes"],
                  "gguf_tensor_types": facts["tensor_types"], "llama_threads": threads,
+                 "unread_weight_bytes": facts["unread_weight_bytes"],
                  "dtype": "as stored in the GGUF"})
     return _Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,
                    for_quality)

@@ -64,6 +64,20 @@ def weight_bytes(model) -> int:
     return total
 
 
+def unread_embedding_bytes(model) -> int:
+    """Bytes of an input embedding table not shared with the output head: a decode step reads
+    one row of it, not the table, so the roofline leaves it out of the bytes per token."""
+    embedding = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    weight = getattr(embedding, "weight", None)
+    if weight is None:
+        return 0
+    if head is not None and getattr(head, "weight", None) is not None:
+        if head.weight is weight or head.weight.data_ptr() == weight.data_ptr():
+            return 0  # tied: the head reads the whole table every step
+    return tensor_bytes(weight, set())
+
+
 def _is_tensor(value) -> bool:
     import torch
 

@@ -99,13 +99,17 @@ def file_facts(path: Path) -> dict:
     reader = gguf.GGUFReader(path)
     types: dict[str, int] = {}
     weights = params = 0
+    sizes = {}
     for tensor in reader.tensors:
+        sizes[tensor.name] = int(tensor.n_bytes)
         weights += int(tensor.n_bytes)
         params += int(tensor.n_elements)
         kind = tensor.tensor_type.name
         types[kind] = types.get(kind, 0) + 1
+    # With an output.weight of its own the token table is only looked up, one row a token.
+    unread = sizes.get("token_embd.weight", 0) if "output.weight" in sizes else 0
     return {"weights_bytes": weights, "parameters": params, "tensor_types": types,
-            "file_bytes": path.stat().st_size}
+            "file_bytes": path.stat().st_size, "unread_weight_bytes": unread}
 
 
 class LlamaCppModel:
