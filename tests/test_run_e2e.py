@@ -132,3 +132,25 @@ def test_interrupting_a_run_kills_its_cell_and_keeps_what_was_measured(workdir):
     assert not alive, "the worker outlived the interrupted run"
     records = export_json(workdir)
     assert [(r["scheme"], r["status"]) for r in records] == [("fp32", "ok")]
+
+
+def test_compiled_runtime_records_a_compile_it_could_not_do_and_still_measures(workdir):
+    """A step torch.compile cannot take whole (a host read in forward) falls back to the eager
+    kernels, and the cell says so: error, consequence, no graph on the CPU, same tokens."""
+    env = cli_env(QUANTBENCH_PLUGINS="qb_test_plugins")
+    proc = quantbench("run", *TINY, "--runtime", "compiled", "--schemes", "fp32,test-graph-break",
+                      "--device", "cpu", cwd=workdir, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = {r["scheme"]: r for r in export_json(workdir)}
+    broken = records["test-graph-break"]["info"]["compiled"]
+    assert broken["compile"]["error"] and "eager kernels" in broken["compile"]["consequence"]
+    assert broken["cuda_graph"]["captured"] is False
+    clean = records["fp32"]["info"]["compiled"]["compile"]
+    assert clean["graph_breaks"] == 0 and "error" not in clean
+    # The same weights (seeded) decode the same tokens, compiled or not.
+    assert records["test-graph-break"]["info"]["output_ids"] == records["fp32"]["info"]["output_ids"]
+    assert all(r["runtime"] == "compiled" for r in records.values())
+    with open(next((workdir / "quantbench-results").glob("*.csv"))) as fh:
+        rows = {row["scheme"]: row for row in csv.DictReader(fh)}
+    assert rows["test-graph-break"]["cuda_graph"] == "False"
+    assert rows["fp32"]["compile_s"] and rows["fp32"]["cuda_graph_reason"].startswith("CUDA graphs need")

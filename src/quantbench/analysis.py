@@ -57,7 +57,8 @@ def _record(run_id: str, cell: dict, env: dict) -> dict:
         "metrics": {name: summarize(values).to_dict() for name, values in cell["samples"].items()},
         "memory": cell["memory"],
         "info": info,
-        "unread_weight_bytes": info.get("unread_weight_bytes", _unread_from_config(config)),
+        "unread_weight_bytes": (info["unread_weight_bytes"] if "unread_weight_bytes" in info
+                                else _unread_from_config(config)),
         "quality": quality,
         "lm_eval": lm_eval,
         "started_at": cell["started_at"],
@@ -89,17 +90,28 @@ def _versus(cell: dict, base: dict | None, speed_ref: dict | None) -> dict | Non
 
 def _unread_from_config(config: dict) -> int | None:
     """For cells measured before workers recorded it: an untied input embedding's bytes at the
-    compute dtype (no scheme here quantizes embeddings; GGUF cells always recorded it)."""
-    try:
-        from quantbench.models import config_of
+    compute dtype (no scheme here quantizes embeddings; GGUF cells always recorded it). Read
+    from the preset or config.json directly: importing transformers would cost every report."""
+    import json
+    from pathlib import Path
 
-        hf = config_of(config["model"])
-    except Exception:
+    from quantbench.presets import PRESETS
+
+    model = config["model"]
+    try:
+        if model["kind"] == "random":
+            hf = PRESETS[model["preset"]].config
+        else:
+            hf = json.loads((Path(model["path"]) / "config.json").read_text())
+            hf = hf.get("text_config", hf)
+        if "tie_word_embeddings" not in hf:  # its default differs by architecture
+            return None
+        if hf["tie_word_embeddings"]:
+            return 0
+        element = {"float32": 4}.get(config["scheme_settings"].get("compute_dtype"), 2)
+        return int(hf["vocab_size"]) * int(hf["hidden_size"]) * element
+    except (KeyError, OSError, ValueError, TypeError):
         return None
-    if getattr(hf, "tie_word_embeddings", False):
-        return 0
-    element = {"float32": 4}.get(config["scheme_settings"].get("compute_dtype"), 2)
-    return hf.vocab_size * hf.hidden_size * element
 
 
 def roofline(record: dict, profile: dict) -> dict | None:

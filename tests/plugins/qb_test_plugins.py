@@ -24,9 +24,23 @@ class Hangs(Scheme):
         return model
 
 
+class BreaksTheGraph(Scheme):
+    """A host read inside every forward: torch.compile(fullgraph=True) must refuse it."""
+
+    def apply(self, model, device):
+        def peek(module, args):
+            if args[0].abs().sum().item() < 0:  # never true; the .item() is the point
+                raise AssertionError
+
+        model.model.layers[0].register_forward_pre_hook(peek)
+        return model
+
+
 register(Raises("test-raises", "test", 32, ("cpu",), description="raises in apply"))
 register(KilledLikeOOM("test-killed", "test", 32, ("cpu",), description="SIGKILLs itself"))
 register(Hangs("test-hangs", "test", 32, ("cpu",), description="never finishes"))
+register(BreaksTheGraph("test-graph-break", "test", 32, ("cpu", "cuda"),
+                        description="reads a tensor on the host inside forward"))
 register(Scheme("test-needs-missing-lib", "test", 8, ("cpu", "cuda"),
                 packages=(("qb_no_such_module", "qb-no-such-dist"),), extra="qbmissing",
                 description="needs a library that is not installed"))
