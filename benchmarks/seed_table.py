@@ -51,9 +51,10 @@ def _arguments(argv):
 def _split(text: str, allowed=None, what="") -> list[str]:
     items = [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in items if allowed is not None and x not in allowed]
-    if bad or not items:
-        sys.exit(f"error: {what} {', '.join(bad) or '(none)'} not understood: choose from "
-                 f"{', '.join(allowed)}")
+    if not items:
+        sys.exit(f"error: {what} is empty: name at least one")
+    if bad:
+        sys.exit(f"error: {what} {', '.join(bad)} not understood: choose from {', '.join(allowed)}")
     return items
 
 

@@ -1,14 +1,13 @@
 """Quality against the baseline on identical tokens: correctness of the numbers, the cache, the
 generations, and the refusals."""
 
-import json
 import math
 import shutil
 
 import numpy as np
 import pytest
 
-from conftest import TINY, cli_env, export_json, quantbench
+from conftest import TINY, export_json, quantbench
 from quantbench.quality import cache, metrics, plan
 
 EVAL = ["--eval-tokens", "512", "--eval-context", "256", "--eval-stride", "128"]

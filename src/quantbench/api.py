@@ -231,13 +231,14 @@ class LLMBenchmark:
                 from quantbench.quality import lm_eval_tasks
 
                 lm_eval = lm_eval_tasks.plan(*self.lm_eval)
+        device_name = _device_name(device)
         cells = [CellConfig(model=resolved.to_dict(), scheme=name,
                             scheme_settings=get_scheme(name).settings(device_type),
                             runtime=get_scheme(name).runtime or self.runtime, device=device,
                             workload=self.workload, repetitions=self.repetitions, prompt=prompt,
                             seed=self.seed, baseline=(name == baseline),
                             extra=self._speed_reference(name, names), quality=quality,
-                            lm_eval=lm_eval, device_name=_device_name(device))
+                            lm_eval=lm_eval, device_name=device_name)
                  for name in names]
         return resolved, device, cells, prompt
 

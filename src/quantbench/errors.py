@@ -6,3 +6,10 @@ class UsageError(Exception):
 
     The message says what was wrong and what to do instead.
     """
+
+
+def error_text(exc: BaseException) -> str:
+    """`Name: first line of the message`, as every recorded failure shows it."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = "CUDA out of memory" if type(exc).__name__ == "OutOfMemoryError" else type(exc).__name__
+    return f"{name}: {message}".rstrip(": ")

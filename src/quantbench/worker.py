@@ -14,20 +14,15 @@ import sys
 import time
 import traceback
 
+from quantbench.errors import error_text
+
 PROGRESS_PREFIX = "@@quantbench "
 _STARTED = time.perf_counter()
 
 
-def _error_text(exc: BaseException) -> str:
-    """`Name: first line of the message`, as every recorded failure shows it."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    name = "CUDA out of memory" if type(exc).__name__ == "OutOfMemoryError" else type(exc).__name__
-    return f"{name}: {message}".rstrip(": ")
-
-
 def _failure(exc: BaseException) -> dict:
     """What a quality or lm-eval step records when it fails (speed and memory still stand)."""
-    return {"error": _error_text(exc), "traceback": traceback.format_exc()[-2000:]}
+    return {"error": error_text(exc), "traceback": traceback.format_exc()[-2000:]}
 
 
 def progress(**event) -> None:
@@ -330,7 +325,7 @@ def main(argv: list[str]) -> int:
         result = measure_cell(cell)
         code = 0
     except BaseException as exc:  # everything ends as a recorded failure, not a lost cell
-        result = {"status": "failed", "error": _error_text(exc),
+        result = {"status": "failed", "error": error_text(exc),
                   "info": {"traceback": traceback.format_exc()[-4000:]}}
         code = 1
     tmp = result_path + ".tmp"

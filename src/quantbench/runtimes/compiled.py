@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from quantbench.errors import error_text
 from quantbench.runtimes.eager import GenerationTiming, _cache_arg, _Clock
 
 # Steps the compile call, the side-stream warm-up and the capture itself add beyond new_tokens.
@@ -25,8 +26,7 @@ _PROFILE_STEPS = 4
 
 
 def _error_text(exc: BaseException) -> str:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {message}".rstrip(": ")[:500]
+    return error_text(exc)[:500]  # compile errors can carry a whole graph in their first line
 
 
 def _kernel_kind(name: str) -> str:
@@ -108,8 +108,9 @@ class CompiledDecoder:
         return token
 
     def _steps(self, n: int, graph: bool):
+        step = self.graph.replay if graph else self._body
         for _ in range(n):
-            self.graph.replay() if graph else self._body()
+            step()
 
     # -- compile, capture, prove ---------------------------------------------------------------
     def prepare(self, prompt) -> dict:
@@ -213,7 +214,6 @@ class CompiledDecoder:
 
     def _profile(self, prompt) -> dict:
         """Kernels of a few replays: how many per token, how long, of which kind."""
-        torch = self.torch
         from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity, profile
 
@@ -255,7 +255,7 @@ class CompiledDecoder:
         torch = self.torch
         if new_tokens > self.new_tokens:
             raise ValueError(f"{new_tokens} new tokens asked of a decoder built for {self.new_tokens}")
-        graph = self.graph is not None
+        step = self.graph.replay if self.graph is not None else self._body
         with torch.no_grad():
             self._sync()
             clock = _Clock(self.device)
@@ -265,7 +265,7 @@ class CompiledDecoder:
                 token = token.clone()
             clock.mark()
             for _ in range(new_tokens - 1):
-                self.graph.replay() if graph else self._body()
+                step()
                 clock.mark()
             intervals = clock.intervals()
         ids = self.out[:, :new_tokens].tolist()
