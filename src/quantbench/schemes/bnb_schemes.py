@@ -12,7 +12,6 @@ BNB = (("bitsandbytes", "bitsandbytes"),)
 
 @dataclass(frozen=True)
 class BnbScheme(Scheme):
-    build_on_cpu: bool = True
 
     def compute_dtype(self, device_type: str) -> str:
         # fp16 on GPU: the dtype bitsandbytes' kernels and the HF integration default to.
@@ -25,11 +24,13 @@ class BnbScheme(Scheme):
         import torch
 
         dtype = getattr(torch, self.compute_dtype(device.split(":")[0]))
+        # Built where it runs (a random 8B model takes minutes to fill on a CPU) and quantized
+        # one layer at a time, so the float model plus one quantized layer is the peak;
+        # bitsandbytes quantizes a weight when it is moved to the target device.
         for parent in list(model.modules()):
             for child_name, child in list(parent.named_children()):
                 if isinstance(child, torch.nn.Linear) and child_name not in self.skip_modules:
-                    setattr(parent, child_name, self.make_layer(child, dtype))
-        # bitsandbytes quantizes the weights when they are moved to the target device.
+                    setattr(parent, child_name, self.make_layer(child, dtype).to(device))
         return model.to(device)
 
 
@@ -48,8 +49,9 @@ class BnbInt8(BnbScheme):
         layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features,
                                     bias=linear.bias is not None, has_fp16_weights=False,
                                     threshold=self.threshold, device="meta")
-        layer.weight = bnb.nn.Int8Params(linear.weight.data.to(compute_dtype), requires_grad=False,
-                                         has_fp16_weights=False)
+        # Int8Params quantizes only on a move from the host: stage the weight there.
+        layer.weight = bnb.nn.Int8Params(linear.weight.data.to("cpu", compute_dtype),
+                                         requires_grad=False, has_fp16_weights=False)
         if linear.bias is not None:
             layer.bias = linear.bias
         return layer
