@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/seed_table.py --out seed-table            # measure + render
     PYTHONPATH=src python benchmarks/seed_table.py --out seed-table --render-only --db a.db --db b.db
+    ... --render-only --db a.db --records old/seed-table.json   # cells a database lacks
 
 Each (size, runtime) is one `quantbench run` (a subprocess per cell, as always) into one results
 database, so an interrupted table resumes: identical cells already measured are reused, never
@@ -43,6 +44,9 @@ def _arguments(argv):
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--cell-timeout", type=float, default=900)
     p.add_argument("--db", action="append", help="database(s) to render (default: OUT/seed.db)")
+    p.add_argument("--records", action="append", default=[],
+                   help="an earlier seed-table.json whose cells fill those the databases lack "
+                        "(where a database was lost but its rendered table came back)")
     p.add_argument("--render-only", action="store_true", help="render what the database holds")
     p.add_argument("--no-reports", action="store_true", help="skip the per-run dashboards")
     return p.parse_args(argv)
@@ -98,6 +102,22 @@ def _records(dbs: list[Path]) -> tuple[list[dict], list[tuple[Path, str]]]:
     return list(latest.values()), runs
 
 
+def _json_records(paths: list[Path], have: list[dict]) -> list[dict]:
+    """Cells from earlier seed-table.json files that no database holds; the databases win."""
+    keys = {(r["card"], r["model"], r["scheme"], r["runtime"]) for r in have}
+    extra = {}
+    for path in paths:
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            sys.exit(f"error: --records {path}: not a seed-table.json ({exc})")
+        for r in rows:
+            key = (r["card"], r["model"], r["scheme"], r["runtime"])
+            if key not in keys:
+                extra[key] = r | {"info": {"compiled": r.get("compiled")}, "source": str(path)}
+    return list(extra.values())
+
+
 def _card(record) -> str:
     gpus = (record.get("env") or {}).get("gpus") or []
     return gpus[0]["name"] if gpus and record["device"].startswith("cuda") else record["device"]
@@ -135,13 +155,21 @@ def _profile(r) -> str:
     return f"{p['kernels_per_token']:.0f} kernels, {p['kernel_us_per_token']:.0f} us{busy} ({parts})"
 
 
+def _sources(records: list[dict]) -> dict[str, list[tuple]]:
+    found: dict[str, list[tuple]] = {}
+    for r in records:
+        if r.get("source"):
+            found.setdefault(r["source"], []).append((r["model"], r["scheme"], r["runtime"]))
+    return found
+
+
 def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
     by_key = {(r["card"], r["model"], r["scheme"], r["runtime"]): r for r in records}
     cards = sorted({r["card"] for r in records})
     lines = ["# Seed table: sizes x schemes x runtimes", ""]
     for card in cards:
         rows = [r for r in records if r["card"] == card]
-        head = rows[0]
+        head = next(r for r in rows if r.get("workload"))  # older JSON records lack it
         w = head["workload"]
         lines += [f"## {card}", "",
                   f"batch {w['batch_size']}, {w['prompt_tokens']} prompt + {w['new_tokens']} new "
@@ -196,13 +224,16 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
         lines.append("")
     lines += ["## Where it came from", ""]
     lines += [f"- {db}: run {run}" for db, run in runs]
+    lines += [f"- {src}: {', '.join(sorted(f'{m.split(chr(58))[1]} {s} {rt}' for m, s, rt in cells))} "
+              "(rendered records; their database did not come back)"
+              for src, cells in _sources(records).items()]
     lines += [f"- dashboard: {d}" for d in dashboards]
     path = out / "seed-table.md"
     path.write_text("\n".join(lines) + "\n")
     json_path = out / "seed-table.json"
     json_path.write_text(json.dumps(
         [{k: r.get(k) for k in ("card", "model", "scheme", "runtime", "status", "error", "metrics",
-                                "memory", "roofline")} | {"compiled": (r.get("info") or {}).get("compiled")}
+                                "memory", "roofline", "workload", "repetitions")} | {"compiled": (r.get("info") or {}).get("compiled")}
          for r in records], indent=1, default=str))
     return path
 
@@ -219,6 +250,7 @@ def main(argv=None) -> int:
     if missing:
         sys.exit(f"error: no database at {', '.join(map(str, missing))}: measure first")
     records, runs = _records(dbs)
+    records += _json_records([Path(p) for p in args.records], records)
     if not records:
         sys.exit(f"error: no '{PURPOSE}' runs in {', '.join(map(str, dbs))}")
     dashboards = []

@@ -40,6 +40,21 @@ def test_seed_table_measures_both_runtimes_and_renders_them_side_by_side(tmp_pat
     assert again.returncode == 0 and "== tiny" not in again.stdout
     assert "| tiny | torchao-int8wo |" in (out / "seed-table.md").read_text()
 
+    # Cells whose database was lost come back from an earlier seed-table.json; the database wins.
+    lost = next(r for r in records if r["runtime"] == "compiled" and r["scheme"] != "bf16")
+    lost = lost | {"scheme": "torchao-int4wo"}
+    lost["metrics"] = lost["metrics"] | {"decode_tok_s": {"median": 12345.0}}
+    stale = next(r for r in records if r["runtime"] == "compiled" and r["scheme"] == "bf16")
+    stale = stale | {"metrics": stale["metrics"] | {"decode_tok_s": {"median": 99999.0}}}
+    (tmp_path / "old.json").write_text(json.dumps([lost, stale]))
+    merged = _seed_table("--out", str(out), "--render-only", "--no-reports",
+                         "--records", str(tmp_path / "old.json"), cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    table = (out / "seed-table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| tiny | torchao-int4wo |"))
+    assert row.split(" | ")[2] == "not run" and row.split(" | ")[5] == "12,345.0"
+    assert "99,999" not in table and "tiny torchao-int4wo compiled (rendered records" in table
+
 
 def test_seed_table_bad_input_is_one_line(tmp_path):
     proc = _seed_table("--out", str(tmp_path / "x"), "--sizes", "3b", cwd=tmp_path)
