@@ -40,3 +40,20 @@ def test_compiled_runtime_static_cache_matches_the_eager_loop_on_the_cpu():
         assert len(timing.token_s) == 8
     with pytest.raises(ValueError, match="longer than"):
         decoder.generate(torch.zeros((2, 13), dtype=torch.long).tolist(), 9)
+
+
+def test_a_failed_capture_reports_the_operation_that_broke_it_not_only_the_aftermath():
+    from quantbench.runtimes.compiled import _error_text
+
+    def capture():
+        try:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        finally:  # torch.cuda.graph's exit ends the capture and fails again
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+    with pytest.raises(RuntimeError) as caught:
+        capture()
+    assert _error_text(caught.value) == (
+        "RuntimeError: CUDA error: operation not permitted when stream is capturing (then "
+        "RuntimeError: CUDA error: operation failed due to a previous error during capture)")
+    assert _error_text(ValueError("alone")) == "ValueError: alone"

@@ -26,7 +26,16 @@ _PROFILE_STEPS = 4
 
 
 def _error_text(exc: BaseException) -> str:
-    return error_text(exc)[:500]  # compile errors can carry a whole graph in their first line
+    """The first error of a chain, then the last: a capture that fails inside the step ends in
+    `torch.cuda.graph`'s exit raising "operation failed due to a previous error during
+    capture", which hides the operation that broke it."""
+    first = exc
+    seen = {id(exc)}
+    while (earlier := first.__cause__ or first.__context__) is not None and id(earlier) not in seen:
+        seen.add(id(earlier))
+        first = earlier
+    text = error_text(first) if first is exc else f"{error_text(first)} (then {error_text(exc)})"
+    return text[:500]  # compile errors can carry a whole graph in their first line
 
 
 def _kernel_kind(name: str) -> str:
