@@ -80,6 +80,11 @@ def measure(args, db: Path) -> None:
                   f"{time.perf_counter() - start:.0f} s", flush=True)
 
 
+def _key(r: dict) -> tuple:
+    """One table cell: a card, a size, a scheme, a runtime."""
+    return r["card"], r["model"], r["scheme"], r["runtime"]
+
+
 def _records(dbs: list[Path]) -> tuple[list[dict], list[tuple[Path, str]]]:
     """The newest successful-or-failed record per (card, size, scheme, runtime) across the
     databases, and the (database, run) pairs they came from."""
@@ -97,14 +102,14 @@ def _records(dbs: list[Path]) -> tuple[list[dict], list[tuple[Path, str]]]:
             runs.append((db, run_id))
             for r in build_records(store, run_id):
                 r["card"] = _card(r)
-                latest[(r["card"], r["model"], r["scheme"], r["runtime"])] = r
+                latest[_key(r)] = r
         store.close()
     return list(latest.values()), runs
 
 
 def _json_records(paths: list[Path], have: list[dict]) -> list[dict]:
     """Cells from earlier seed-table.json files that no database holds; the databases win."""
-    keys = {(r["card"], r["model"], r["scheme"], r["runtime"]) for r in have}
+    keys = {_key(r) for r in have}
     extra = {}
     for path in paths:
         try:
@@ -112,7 +117,7 @@ def _json_records(paths: list[Path], have: list[dict]) -> list[dict]:
         except (OSError, ValueError) as exc:
             sys.exit(f"error: --records {path}: not a seed-table.json ({exc})")
         for r in rows:
-            key = (r["card"], r["model"], r["scheme"], r["runtime"])
+            key = _key(r)
             if key not in keys:
                 extra[key] = r | {"info": {"compiled": r.get("compiled")}, "source": str(path)}
     return list(extra.values())
@@ -164,7 +169,7 @@ def _sources(records: list[dict]) -> dict[str, list[tuple]]:
 
 
 def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
-    by_key = {(r["card"], r["model"], r["scheme"], r["runtime"]): r for r in records}
+    by_key = {_key(r): r for r in records}
     cards = sorted({r["card"] for r in records})
     lines = ["# Seed table: sizes x schemes x runtimes", ""]
     for card in cards:
