@@ -101,6 +101,8 @@ def _records(dbs: list[Path]) -> tuple[list[dict], list[tuple[Path, str]]]:
                 continue
             runs.append((db, run_id))
             for r in build_records(store, run_id):
+                if r.get("role", "measure") != "measure":  # the baseline's repeat: a check
+                    continue
                 r["card"] = _card(r)
                 latest[_key(r)] = r
         store.close()
@@ -108,7 +110,9 @@ def _records(dbs: list[Path]) -> tuple[list[dict], list[tuple[Path, str]]]:
 
 
 def _json_records(paths: list[Path], have: list[dict]) -> list[dict]:
-    """Cells from earlier seed-table.json files that no database holds; the databases win."""
+    """Cells from earlier seed-table.json files that no database holds; the databases win.
+    Such a cell is compared only with the bf16 cell of its own file (one device call, one
+    machine): a database's bf16 may come from another machine."""
     keys = {_key(r) for r in have}
     extra = {}
     for path in paths:
@@ -116,11 +120,41 @@ def _json_records(paths: list[Path], have: list[dict]) -> list[dict]:
             rows = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             sys.exit(f"error: --records {path}: not a seed-table.json ({exc})")
+        own = {_key(r): r for r in rows}
         for r in rows:
             key = _key(r)
             if key not in keys:
-                extra[key] = r | {"info": {"compiled": r.get("compiled")}, "source": str(path)}
+                base = own.get((r["card"], r["model"], "bf16", r["runtime"]))
+                extra[key] = r | {"info": {"compiled": r.get("compiled")}, "source": str(path),
+                                  "json_base": base}
     return list(extra.values())
+
+
+def _speedup(r: dict) -> str:
+    """x bf16 under the run's rules: the cell's own run's bf16, same environment, with the
+    verdict mark (~ equivalent, ? inconclusive, n<5 no claim); what cannot be compared says so."""
+    from quantbench.report.markdown import VERDICT_MARKS
+
+    if r.get("scheme") == "bf16":
+        return "1.00x"
+    if "json_base" in r:  # a rendered record whose database did not come back
+        base = r["json_base"]
+        saved = r.get("vs_bf16")
+        if saved:
+            return f"{saved['ratio']:.2f}x{VERDICT_MARKS.get(saved.get('verdict'), '')}"
+        if not base or base.get("status") != "ok":
+            return "n/c (no bf16 from the same call)"
+        ratio = r["metrics"]["decode_tok_s"]["median"] / base["metrics"]["decode_tok_s"]["median"]
+        return f"{ratio:.2f}x (same call, no CI)"
+    versus = r.get("vs_baseline") or {}
+    speed = versus.get("decode_speedup")
+    if versus.get("baseline_scheme") != "bf16":
+        return "n/c (bf16 not this run's baseline)"
+    if not speed:
+        return "n/c (bf16 measured on another machine)" if versus.get("not_comparable") else "-"
+    if speed.get("verdict") == "not comparable":
+        return "n/c (bf16 measured on another machine)"
+    return f"{speed['ratio']:.2f}x{VERDICT_MARKS.get(speed.get('verdict'), '')}"
 
 
 def _card(record) -> str:
@@ -180,7 +214,11 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                   f"batch {w['batch_size']}, {w['prompt_tokens']} prompt + {w['new_tokens']} new "
                   f"tokens, {head['repetitions']['warmup']} warm-up + {head['repetitions']['runs']} "
                   "timed runs per cell; random weights (speed and memory only). Speed-up: decode "
-                  "tok/s over bf16's of the same size and runtime. Roofline: decode against the "
+                  "tok/s over bf16's of the same size and runtime, measured in the same run on the "
+                  "same machine (n/c where the only bf16 cell came from another machine or run: "
+                  "such a ratio measures the machines, not the schemes); ~ = equivalent within "
+                  "the 2% margin, ? = inconclusive, (n<5: no claim) = too few runs for a "
+                  "claim. Roofline: decode against the "
                   "measured copy bandwidth over the bytes a token reads (weights, less an untied "
                   "embedding table that is only looked up, plus the KV cache; compiled cells read "
                   "their whole static cache); GB read/token and roof tok/s are the last runtime's.", "",
@@ -199,7 +237,6 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                 graph = "-"
                 for runtime in RUNTIMES:
                     r = by_key.get((card, model, scheme, runtime))
-                    base = by_key.get((card, model, "bf16", runtime))
                     if r is None:
                         cells += ["not run"] + ["-"] * 2
                         continue
@@ -207,9 +244,8 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                         cells += [f"failed: {r['error'][:80]}"] + ["-"] * 2
                         continue
                     tok = r["metrics"]["decode_tok_s"]["median"]
-                    ref = (base or {}).get("metrics", {}).get("decode_tok_s", {}).get("median")
                     roof = (r.get("roofline") or {}).get("achieved_pct")
-                    cells += [_fmt(tok, 1), _fmt(tok / ref if ref else None, 2, "x"), _fmt(roof, 0, "%")]
+                    cells += [_fmt(tok, 1), _speedup(r), _fmt(roof, 0, "%")]
                     weights = r["memory"].get("weights_bytes")
                     read = (r.get("roofline") or {}).get("bytes_per_token")
                     ceiling = (r.get("roofline") or {}).get("ceiling_tok_s")
@@ -238,9 +274,18 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
     json_path = out / "seed-table.json"
     json_path.write_text(json.dumps(
         [{k: r.get(k) for k in ("card", "model", "scheme", "runtime", "status", "error", "metrics",
-                                "memory", "roofline", "workload", "repetitions")} | {"compiled": (r.get("info") or {}).get("compiled")}
+                                "memory", "roofline", "workload", "repetitions", "env_key")}
+         | {"compiled": (r.get("info") or {}).get("compiled"),
+            "vs_bf16": _saved_speedup(r)}
          for r in records], indent=1, default=str))
     return path
+
+
+def _saved_speedup(r: dict) -> dict | None:
+    speed = (r.get("vs_baseline") or {}).get("decode_speedup")
+    if speed and (r.get("vs_baseline") or {}).get("baseline_scheme") == "bf16":
+        return {k: speed.get(k) for k in ("ratio", "ci95", "verdict", "threshold")}
+    return r.get("vs_bf16")
 
 
 def main(argv=None) -> int:

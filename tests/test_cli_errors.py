@@ -28,7 +28,7 @@ def _assert_clean_refusal(proc, workdir, needle):
     (["--batch-size", "0"], "--batch-size must be a positive integer"),
     (["--warmup", "-1"], "--warmup must be 0 or more"),
     (["--prompt-tokens", "2000", "--new-tokens", "100"], "exceeds the model's context of 2048"),
-    (["--runs", "many"], "Invalid value for '--runs'"),
+    (["--runs", "many"], "--runs must be a positive integer or 'auto', got 'many'"),
     (["--runtime", "warp"], "--runtime 'warp' is not available"),
     (["--cell-timeout", "0"], "--cell-timeout must be positive"),
 ])

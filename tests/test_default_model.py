@@ -14,7 +14,10 @@ def test_default_model_end_to_end(workdir):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SmolLM2-135M-Instruct" in proc.stdout
     records = export_json(workdir)
-    fp32, int8 = records
+    fp32, int8, again = records
+    # The baseline measured again at the end, for speed only: the run's drift check.
+    assert again["scheme"] == "fp32" and again["role"] == "baseline-repeat" and not again["quality"]
+    assert again["vs_baseline"]["baseline_drift"]["ratio"] > 0
     assert not fp32["random_weights"] and "dequantized" in fp32["model_label"]
     assert "jargon" in fp32["prompt_source"]
     assert fp32["info"]["parameters"] == pytest.approx(134.5e6, rel=0.01)
@@ -35,7 +38,8 @@ def test_every_cpu_scheme_runs_on_the_bundled_model(workdir):
     cpu = [s["name"] for s in listed if s["available"]]
     assert len(cpu) >= 14, cpu
     proc = quantbench("run", "--schemes", ",".join(cpu), "--prompt-tokens", "16", "--new-tokens",
-                      "3", "--warmup", "0", "--runs", "1", "--log", "", "--no-quality", cwd=workdir)
+                      "3", "--warmup", "0", "--runs", "1", "--log", "", "--no-quality",
+                      "--no-repeat-baseline", cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = export_json(workdir)
     assert [r["scheme"] for r in records] == cpu

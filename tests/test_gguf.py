@@ -120,6 +120,7 @@ def test_bundled_model_gguf_matches_torch_and_runs_its_own_file(workdir):
     tokens as torch fp32; the package's own Q4_1 file runs as it is."""
     proc = quantbench("run", "--schemes", "fp32,gguf-q4_k_m,gguf-file", "--prompt-tokens", "64",
                       "--new-tokens", "24", "--warmup", "1", "--runs", "3", "--log", "", "--no-quality",
+                      "--no-repeat-baseline",
                       cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     fp32, f32, q4km, own = export_json(workdir)

@@ -11,7 +11,8 @@ from conftest import TINY, export_json, quantbench
 from quantbench.quality import cache, metrics, plan
 
 EVAL = ["--eval-tokens", "512", "--eval-context", "256", "--eval-stride", "128"]
-FAST = ["--prompt-tokens", "32", "--new-tokens", "4", "--warmup", "0", "--runs", "1", "--log", ""]
+FAST = ["--prompt-tokens", "32", "--new-tokens", "4", "--warmup", "0", "--runs", "1", "--log", "",
+        "--no-repeat-baseline"]
 
 
 # ---- the arithmetic, on its own -------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_cached_baseline_reused_and_rebuilt_when_missing(measured, tmp_path):
     assert again["kl_max"] < 1e-6 and again["top1_agreement_pct"] == 100
     # Cache gone and the baseline cell reused: the new scheme's cell rebuilds it first.
     shutil.move(cache_file, tmp_path / "saved.npy")
-    proc = quantbench("run", "--schemes", "fp32,hqq-int8", *FAST, *EVAL, cwd=root)
+    proc = quantbench("run", "--schemes", "fp32,hqq-int8", "--reuse-baseline", *FAST, *EVAL, cwd=root)
     assert proc.returncode == 0, proc.stderr
     base, hqq = export_json(root)
     assert base["reused"] and not hqq["reused"]

@@ -52,14 +52,15 @@ def test_second_run_reuses_and_force_measures_again_keeping_both(workdir):
     again = quantbench(*args, cwd=workdir)
     assert again.returncode == 0 and "reused" in again.stderr
     db = sqlite3.connect(workdir / "quantbench.db")
-    assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 2
+    # The baseline is measured in every run that compares against it; the scheme is reused.
+    assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 3
     forced = quantbench(*args, "--force", cwd=workdir)
     assert forced.returncode == 0
-    assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 4
+    assert db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 5
     assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3
     first, second, third = (export_json(workdir, run=r) for r in
                             [x[0] for x in db.execute("SELECT run_id FROM runs ORDER BY rowid")])
-    assert [r["reused"] for r in second] == [True, True]
+    assert [r["reused"] for r in second] == [False, True]
     assert [r["cell_id"] for r in second] == [r["cell_id"] for r in first]
     assert third[0]["metrics"]["decode_tok_s"]["samples"] != first[0]["metrics"]["decode_tok_s"]["samples"]
 
@@ -80,7 +81,7 @@ def test_failing_cells_are_recorded_and_the_rest_still_run(workdir):
     # A failed cell is measured again next time (it is never 'reused').
     again = quantbench("run", *TINY, "--schemes", "fp32,test-raises", cwd=workdir, env=env)
     assert again.returncode == 1
-    assert [r["reused"] for r in export_json(workdir)] == [True, False]
+    assert [r["reused"] for r in export_json(workdir)] == [False, False]
 
 
 def test_python_api_returns_a_dataframe(workdir):
@@ -96,7 +97,9 @@ def test_python_api_returns_a_dataframe(workdir):
     finally:
         os.chdir(cwd)
     frame = result.to_dataframe()
-    assert list(frame["scheme"]) == ["fp32", "bnb-nf4"]
+    # The baseline again at the end: the run's drift check.
+    assert list(frame["scheme"]) == ["fp32", "bnb-nf4", "fp32"]
+    assert list(frame["role"]) == ["measure", "measure", "baseline-repeat"]
     assert (frame["decode_tok_s_n"] == 2).all()
     assert frame.loc[1, "weights_reduction_pct"] > 0
     assert result.cells[1].scheme == "bnb-nf4" and result.failed == 0

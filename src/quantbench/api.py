@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -93,21 +94,31 @@ class LLMBenchmark:
     def __init__(self, model: str = "default", schemes: list[str] | None = None,
                  baseline: str | None = None, device: str = "auto", runtime: str = "eager",
                  batch_size: int = 1, prompt_tokens: int = 128, new_tokens: int = 64,
-                 warmup: int = 2, runs: int = 10, db: str = "quantbench.db",
+                 warmup: int = 2, runs: int | str = "auto", db: str = "quantbench.db",
                  out: str | None = "quantbench-results", purpose: str | None = None,
                  cell_timeout: float | None = None, prompt_file: str | None = None,
                  force: bool = False, seed: int = 0, progress=None, command: str = "",
                  log: str | None = None, quality: bool | None = None,
                  eval_text: str | None = None, eval_tokens: int = 2048, eval_context: int = 512,
                  eval_stride: int = 256, lm_eval_tasks: list[str] | None = None,
-                 lm_eval_include: str | None = None, lm_eval_limit: int | None = None):
+                 lm_eval_include: str | None = None, lm_eval_limit: int | None = None,
+                 max_warmup: int = 10, target_ci: float = 0.01, max_runs: int = 100,
+                 max_seconds: float = 60.0, margin: float = 0.02, repeat_baseline: bool = True,
+                 reuse_baseline: bool = False):
         self.model_spec = model
         self.schemes = schemes
         self.baseline = baseline
         self.device = device
         self.runtime = runtime
         self.workload = Workload(batch_size, prompt_tokens, new_tokens)
-        self.repetitions = Repetitions(warmup, runs)
+        self.repetitions = Repetitions(warmup=warmup, runs=Repetitions.parse_runs(runs),
+                                       max_warmup=max(max_warmup, warmup), target_ci=target_ci,
+                                       max_runs=max_runs, max_seconds=max_seconds)
+        # Differences within this fraction (or within the baseline's own drift, when larger)
+        # are reported as equivalent, not as faster or slower.
+        self.margin = margin
+        self.repeat_baseline = repeat_baseline  # measure the baseline again at the end (A..A)
+        self.reuse_baseline = reuse_baseline
         self.db = db
         self.out = out
         self.purpose = purpose
@@ -133,6 +144,8 @@ class LLMBenchmark:
         if self.runtime not in RUNTIMES:
             raise UsageError(f"--runtime '{self.runtime}' is not available: choose one of "
                              f"{', '.join(RUNTIMES)}")
+        if not 0 <= self.margin < 1:
+            raise UsageError(f"--margin is a fraction (0.02 = 2%), got {self.margin!r}")
         if self.cell_timeout is not None and self.cell_timeout <= 0:
             raise UsageError(f"--cell-timeout must be positive, got {self.cell_timeout}")
 
@@ -226,7 +239,7 @@ class LLMBenchmark:
             prompt = prompts.corpus_prompts(tokenizer, path,
                                             self.workload.batch_size, self.workload.prompt_tokens)
             if self.quality is not False:
-                quality = self._quality_plan(tokenizer, resolved, baseline, device_type)
+                quality = self._quality_plan(tokenizer, resolved, baseline, device)
             if self.lm_eval:
                 from quantbench.quality import lm_eval_tasks
 
@@ -242,14 +255,16 @@ class LLMBenchmark:
                  for name in names]
         return resolved, device, cells, prompt
 
-    def _quality_plan(self, tokenizer, resolved, baseline: str, device_type: str) -> dict:
+    def _quality_plan(self, tokenizer, resolved, baseline: str, device: str) -> dict:
         from quantbench.quality import cache, plan
 
+        device_type = device.split(":")[0]
         self.quality_settings.validate(resolved.max_context)
         built = plan.build(tokenizer, self.quality_settings)
         identity = plan.identity(built, baseline, get_scheme(baseline).settings(device_type))
-        return {"plan": built, "identity": identity, "baseline": baseline,
-                "cache_key": cache.key(resolved.fingerprint, identity, device_type, self.seed)}
+        ctx = cache.context(device)
+        return {"plan": built, "identity": identity, "baseline": baseline, "cache_context": ctx,
+                "cache_key": cache.key(resolved.fingerprint, identity, device_type, self.seed, ctx)}
 
     def _speed_reference(self, name: str, names: list[str]) -> dict:
         runtime = get_scheme(name).runtime
@@ -257,6 +272,15 @@ class LLMBenchmark:
             return {}
         ref = next(n for n in names if get_scheme(n).runtime == runtime and get_scheme(n).reference)
         return {"speed_reference": ref}
+
+    def _measured_fresh(self, cells: list[CellConfig]) -> set[str]:
+        """Schemes every comparison of this run is held against (the baseline and the
+        reference runs of other engines): measured in this run, never taken from an earlier
+        one, unless --reuse-baseline."""
+        if self.reuse_baseline:
+            return set()
+        refs = {c.extra.get("speed_reference") for c in cells} - {None}
+        return {cells[0].scheme} | refs
 
     def _planned_files(self, run_id: str) -> list[str]:
         files = [str(Path(self.out) / f"{run_id}.{ext}") for ext in ("json", "csv")] if self.out else []
@@ -282,7 +306,7 @@ class LLMBenchmark:
 
     # ---- the run ---------------------------------------------------------------------------
     def run(self) -> RunResult:
-        from quantbench import environment, executor
+        from quantbench import environment, executor, identity
         from quantbench.analysis import build_records
         from quantbench.report import exports
 
@@ -290,14 +314,22 @@ class LLMBenchmark:
         resolved, device, cells, prompt = self._prepare()
         env = environment.collect()
         env["hardware"] = self._hardware_profile(device, env)
+        fingerprint = identity.environment_fingerprint(env, device)
+        cells = [dataclasses.replace(c, environment=fingerprint) for c in cells]
+        fresh = self._measured_fresh(cells)
+        if self.repeat_baseline:
+            cells.append(dataclasses.replace(cells[0], quality=None, lm_eval=None,
+                                             extra={**cells[0].extra, "role": "baseline-repeat"}))
         store = Store(self.db)  # after validation: bad input leaves no database behind
         try:
             env_id = store.add_env(env)
             run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-            config = {"model": resolved.to_dict(), "schemes": [c.scheme for c in cells],
+            config = {"model": resolved.to_dict(), "schemes": [c.scheme for c in cells if c.role == "measure"],
                       "baseline": cells[0].scheme, "device": device, "runtime": self.runtime,
-                      "workload": vars(self.workload), "repetitions": vars(self.repetitions),
+                      "workload": vars(self.workload), "repetitions": asdict(self.repetitions),
                       "prompt": prompt, "seed": self.seed, "force": self.force,
+                      "margin": self.margin, "repeat_baseline": self.repeat_baseline,
+                      "reuse_baseline": self.reuse_baseline,
                       "cell_timeout": self.cell_timeout, "notes": self.notes,
                       "files": self._planned_files(run_id)}
             store.begin_run(run_id, config, self.purpose, self.command, env_id)
@@ -306,15 +338,17 @@ class LLMBenchmark:
             ok = failed = 0
             for position, cell in enumerate(cells):
                 data = cell.to_dict()
-                previous = None if self.force else store.find_measured(cell.cell_id)
+                label = cell.scheme + (" (baseline, again)" if cell.role != "measure" else "")
+                reusable = not self.force and cell.role == "measure" and cell.scheme not in fresh
+                previous = store.find_measured(cell.cell_id) if reusable else None
                 if previous:
                     store.link_cell(run_id, position, previous[0])
                     ok += 1
                     if self.progress:
-                        self.progress.reused(cell.scheme, previous[1])
+                        self.progress.reused(label, previous[1])
                     continue
                 if self.progress:
-                    self.progress.cell_started(cell.scheme)
+                    self.progress.cell_started(label)
                 started = now()
                 on_event = self.progress.event if self.progress else None
                 result, wall = executor.run_cell(data, self.cell_timeout, on_event)
@@ -322,7 +356,7 @@ class LLMBenchmark:
                 ok += result["status"] == "ok"
                 failed += result["status"] != "ok"
                 if self.progress:
-                    self.progress.cell_finished(cell.scheme, result, wall)
+                    self.progress.cell_finished(label, result, wall)
             wall_s = time.perf_counter() - start
             store.end_run(run_id, ok, failed, wall_s)
             records = build_records(store, run_id)

@@ -60,8 +60,37 @@ def run(
                                       "random ids for random-weight models)."),
     new_tokens: int = typer.Option(64, help="Tokens generated per sequence; EOS is ignored so "
                                    "every scheme generates exactly this many."),
-    warmup: int = typer.Option(2, help="Untimed generations before timing."),
-    runs: int = typer.Option(10, help="Timed generations per scheme (raise for tighter CIs)."),
+    warmup: int = typer.Option(2, help="The least number of untimed generations; more follow "
+                               "until the decode rate is steady (no trend over the last 3), up "
+                               "to --max-warmup. The record says how many it took.",
+                               rich_help_panel="Repetitions and statistics"),
+    runs: str = typer.Option("auto", help="Timed generations per scheme: a number, or auto: at "
+                             "least 5 runs and 1 s, then stop once the 95% interval of the "
+                             "median decode rate is within --target-ci, or at --max-runs / "
+                             "--max-seconds (the record says which).",
+                             rich_help_panel="Repetitions and statistics"),
+    max_warmup: int = typer.Option(10, help="Most warm-ups before timing starts anyway (the "
+                                   "cell is then marked unsteady).",
+                                   rich_help_panel="Repetitions and statistics"),
+    target_ci: float = typer.Option(0.01, help="--runs auto stops when the median's 95% "
+                                    "interval is within ± this fraction of it.",
+                                    rich_help_panel="Repetitions and statistics"),
+    max_runs: int = typer.Option(100, help="--runs auto: at most this many timed runs.",
+                                 rich_help_panel="Repetitions and statistics"),
+    max_seconds: float = typer.Option(60.0, help="--runs auto: stop after this many timed "
+                                      "seconds per cell.", rich_help_panel="Repetitions and statistics"),
+    margin: float = typer.Option(0.02, help="Practical-equivalence margin: a speedup whose "
+                                 "ratio lies within ± this fraction (or within the baseline's own "
+                                 "drift, when larger) is reported as equivalent (~), not faster "
+                                 "or slower.", rich_help_panel="Repetitions and statistics"),
+    repeat_baseline: bool = typer.Option(True, "--repeat-baseline/--no-repeat-baseline",
+                                         help="Measure the baseline again after the other cells: "
+                                         "its drift is the noise floor comparisons are held to.",
+                                         rich_help_panel="Repetitions and statistics"),
+    reuse_baseline: bool = typer.Option(False, "--reuse-baseline", help="Take the baseline from "
+                                        "an earlier identical measurement (same environment) "
+                                        "instead of measuring it in this run.",
+                                        rich_help_panel="Repetitions and statistics"),
     db: str = typer.Option("quantbench.db", help="SQLite results database (appended to)."),
     out_dir: str = typer.Option("quantbench-results", "--out", help="Folder for this run's JSON "
                                 "and CSV (named by run id, never overwritten)."),
@@ -71,7 +100,9 @@ def run(
     prompt_file: Optional[str] = typer.Option(None, help="Text to take prompts from (default: the "
                                               "Jargon File from Debian's jargon-text)."),
     force: bool = typer.Option(False, "--force", help="Measure cells again even if this database "
-                               "already holds an identical measurement."),
+                               "already holds an identical measurement (same configuration and "
+                               "environment: host, device model, driver, library versions, "
+                               "quantbench commit)."),
     seed: int = typer.Option(0, help="Seed for random weights and random prompt ids."),
     log: str = typer.Option("experiments/LOG.md", "--log", help="Markdown experiment log this "
                             "run appends an entry to ('' for none)."),
@@ -109,7 +140,10 @@ def run(
     bench = LLMBenchmark(
         model=model, schemes=parse_scheme_list(schemes), baseline=baseline, device=device,
         runtime=runtime, batch_size=batch_size, prompt_tokens=prompt_tokens,
-        new_tokens=new_tokens, warmup=warmup, runs=runs, db=db, out=out_dir, purpose=purpose,
+        new_tokens=new_tokens, warmup=warmup, runs=runs, max_warmup=max_warmup,
+        target_ci=target_ci, max_runs=max_runs, max_seconds=max_seconds, margin=margin,
+        repeat_baseline=repeat_baseline, reuse_baseline=reuse_baseline, db=db, out=out_dir,
+        purpose=purpose,
         cell_timeout=cell_timeout, prompt_file=prompt_file, force=force, seed=seed,
         progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]),
         log=log or None, quality=quality, eval_text=eval_text, eval_tokens=eval_tokens,
@@ -292,7 +326,9 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
 ):
     """Two runs side by side: per matching cell (model, scheme, runtime, workload, device type),
-    the ratio B/A of the medians with a bootstrap 95% CI and whether it is significant."""
+    the ratio B/A of the medians with a bootstrap 95% CI and what it may claim. Cells measured
+    in different environments are paired and said to differ; no difference between them is
+    called significant."""
     from quantbench.analysis import build_records
     from quantbench.report.compare import pair, table
     from quantbench.store import Store
@@ -313,6 +349,11 @@ def compare(
         return
     out.print(table(rows, f"{id_a}" + (f" in {db}" if db_b else ""),
                     f"{id_b}" + (f" in {db_b}" if db_b else "")))
+    mixed = sorted({d for r in rows for d in r.get("environment_differences", [])})
+    if mixed:
+        out.print(f"[yellow]note:[/yellow] the runs were measured in different environments "
+                  f"({', '.join(mixed)}): the ratios compare machines and versions as much as "
+                  "schemes, and none is called significant")
 
 
 @app.command()

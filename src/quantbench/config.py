@@ -31,14 +31,65 @@ class Workload:
 
 @dataclass(frozen=True)
 class Repetitions:
-    warmup: int = 2
-    runs: int = 10
+    """How often a cell generates: warm-ups until steady, then timed runs until the median's
+    interval is tight enough (runs="auto") or a fixed count."""
+
+    warmup: int = 2  # the least number of warm-ups; more follow until the rate is steady
+    runs: int | str = "auto"  # a count, or "auto": stop on target_ci / max_runs / max_seconds
+    max_warmup: int = 10
+    target_ci: float = 0.01  # relative half-width of the median's 95% interval
+    min_runs: int = 5
+    max_runs: int = 100
+    min_seconds: float = 1.0  # timed seconds before an adaptive run may stop
+    max_seconds: float = 60.0  # timed seconds after which an adaptive run stops anyway
+
+    @property
+    def adaptive(self) -> bool:
+        return self.runs == "auto"
 
     def validate(self) -> None:
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise UsageError(f"--warmup must be 0 or more, got {self.warmup!r}")
-        if not isinstance(self.runs, int) or self.runs <= 0:
-            raise UsageError(f"--runs must be a positive integer, got {self.runs!r}")
+        if not isinstance(self.max_warmup, int) or self.max_warmup < self.warmup:
+            raise UsageError(f"--max-warmup must be at least --warmup ({self.warmup}), "
+                             f"got {self.max_warmup!r}")
+        if not self.adaptive and (not isinstance(self.runs, int) or isinstance(self.runs, bool)
+                                  or self.runs <= 0):
+            raise UsageError(f"--runs must be a positive integer or 'auto', got {self.runs!r}")
+        if not 0 < self.target_ci < 1:
+            raise UsageError(f"--target-ci is a fraction of the median (0.01 = 1%), got "
+                             f"{self.target_ci!r}")
+        if not isinstance(self.max_runs, int) or self.max_runs < self.min_runs:
+            raise UsageError(f"--max-runs must be at least {self.min_runs}, got {self.max_runs!r}")
+        if not self.max_seconds > 0:
+            raise UsageError(f"--max-seconds must be positive, got {self.max_seconds!r}")
+
+    @classmethod
+    def parse_runs(cls, text) -> int | str:
+        """'auto' or a positive count, from the command line."""
+        value = str(text).strip().lower()
+        if value == "auto":
+            return "auto"
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"--runs must be a positive integer or 'auto', got {text!r}") from None
+
+    def describe(self) -> str:
+        if self.adaptive:
+            return (f"{self.warmup}+ warm-up (until steady, at most {self.max_warmup}) + adaptive "
+                    f"timed runs (until the median's 95% CI is within ±{self.target_ci:.1%}; "
+                    f"{self.min_runs}-{self.max_runs} runs, at most {self.max_seconds:g} s)")
+        return (f"{self.warmup}+ warm-up (until steady, at most {self.max_warmup}) + "
+                f"{self.runs} timed runs")
+
+
+def repetitions_text(reps: dict) -> str:
+    """The description of a stored repetitions dict, older ones (warmup, runs) included."""
+    known = {k: v for k, v in reps.items() if k in Repetitions.__dataclass_fields__}
+    if set(known) == {"warmup", "runs"}:  # recorded before warm-ups became adaptive
+        return f"{reps['warmup']} warm-up + {reps['runs']} timed runs"
+    return Repetitions(**known).describe()
 
 
 @dataclass
@@ -60,6 +111,10 @@ class CellConfig:
     quality: dict | None = None
     lm_eval: dict | None = None  # {"tasks": [...], "include": DIR, "limit": N}
     device_name: str | None = None  # the GPU's name: cuda:0 is a different card on each machine
+    # What it is measured with (environment.fingerprint): host, CPU or GPU model, driver,
+    # CUDA, library versions, quantbench version and commit. Part of the identity, so that a
+    # measurement is reused only on the environment it was made on.
+    environment: dict | None = None
 
     def identity(self) -> dict:
         """The fields that decide what is measured; their hash keys results in the store."""
@@ -80,7 +135,14 @@ class CellConfig:
             ident["lm_eval"] = self.lm_eval
         if self.device_name:  # absent on the CPU, so CPU cells keep their identity
             ident["device_name"] = self.device_name
+        if self.environment:
+            ident["environment"] = self.environment
         return ident
+
+    @property
+    def role(self) -> str:
+        """"measure", or "baseline-repeat": the baseline measured again at the end of a run."""
+        return self.extra.get("role", "measure")
 
     @property
     def cell_id(self) -> str:
@@ -96,7 +158,8 @@ class CellConfig:
         data = dict(data)
         data.pop("cell_id", None)
         data["workload"] = Workload(**data["workload"])
-        data["repetitions"] = Repetitions(**data["repetitions"])
+        reps = {k: v for k, v in data["repetitions"].items() if k in Repetitions.__dataclass_fields__}
+        data["repetitions"] = Repetitions(**reps)
         return cls(**data)
 
 

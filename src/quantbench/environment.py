@@ -45,6 +45,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def host() -> dict:
+    """Which machine: two lent machines can share every model and version number."""
+    machine_id = None
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            machine_id = Path(path).read_text().strip() or None
+        except OSError:
+            continue
+        if machine_id:
+            break
+    return {"hostname": platform.node(), "machine_id": machine_id}
+
+
 def gpus() -> list[dict]:
     import torch
 
@@ -75,6 +88,7 @@ def collect() -> dict:
     return {
         "quantbench": quantbench.__version__,
         "git_commit": git_commit(),
+        "host": host(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "cpu": _cpu_name(),

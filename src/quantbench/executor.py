@@ -27,6 +27,9 @@ def _worker_env() -> dict:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env["HF_HUB_OFFLINE"] = "1"  # models were resolved to local files before any cell ran
+    # The same string hashing in every cell: one source of process-to-process spread the
+    # cells of a run need not have.
+    env.setdefault("PYTHONHASHSEED", "0")
     return env
 
 

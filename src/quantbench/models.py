@@ -219,10 +219,36 @@ def load(model: dict, dtype, device: str, seed: int = 0):
     if model["kind"] == "random":
         net = _random_model(build_config(PRESETS[model["preset"]]), dtype, device, seed)
     else:
-        net = AutoModelForCausalLM.from_pretrained(model["path"], dtype=dtype)
+        net = AutoModelForCausalLM.from_pretrained(model["path"], dtype=dtype,
+                                                   attn_implementation=ATTENTION)
         net.to(device)
+        if device == "cpu":
+            _own_memory(net)
     net.eval()
     return net
+
+
+# Fixed, not left to transformers' default, because it is part of what a cell measures (and of
+# the baseline log-probabilities' cache key).
+ATTENTION = "sdpa"
+
+
+def _own_memory(net) -> None:
+    """Copy parameters and buffers out of the memory-mapped safetensors file into memory the
+    process owns. Loaded in their stored dtype they stay views of the file's pages (`.to()` of
+    the same dtype is a no-op), so after a quantizer replaced them the float checkpoint would
+    still sit in the resident set as file-backed pages, and the peak would count it."""
+    import gc
+
+    import torch
+
+    with torch.no_grad():
+        for module in net.modules():
+            for name, tensor in list(module._parameters.items()) + list(module._buffers.items()):
+                if tensor is not None and tensor.device.type == "cpu":
+                    tensor.data = tensor.data.clone()
+    net.tie_weights()  # cloning gave a tied head its own copy
+    gc.collect()
 
 
 def _random_model(config, dtype, device: str, seed: int):
@@ -234,6 +260,7 @@ def _random_model(config, dtype, device: str, seed: int):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
+    config._attn_implementation = ATTENTION
     with torch.device("meta"):
         net = AutoModelForCausalLM.from_config(config, dtype=dtype)
     net.to_empty(device=device)

@@ -79,7 +79,8 @@ def _torch_engine(cell, scheme, device: str) -> _Engine:
         return eager.generate(model, input_ids, new_tokens, device)
 
     info = {"load_s": load_s, "quantize_s": quantize_s, "dtype": str(dtype).replace("torch.", ""),
-            "unread_weight_bytes": memory.unread_embedding_bytes(model)}
+            "unread_weight_bytes": memory.unread_embedding_bytes(model),
+            "tables": memory.table_facts(model)}
     generate = eager_generate
     if cell.runtime == "compiled":
         from quantbench.runtimes.compiled import CompiledDecoder
@@ -136,7 +137,7 @@ def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
 
     info.update({"load_s": load_s, "gguf_file": str(path), "gguf_file_bytes": facts["file_bytes"],
                  "gguf_tensor_types": facts["tensor_types"], "llama_threads": threads,
-                 "unread_weight_bytes": facts["unread_weight_bytes"],
+                 "unread_weight_bytes": facts["unread_weight_bytes"], "tables": facts["tables"],
                  "dtype": "as stored in the GGUF"})
     return _Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,
                    for_quality)
@@ -230,7 +231,7 @@ def _kv_bytes_per_position(cell, scheme, device_type: str) -> int | None:
 def measure_cell(cell) -> dict:
     import torch
 
-    from quantbench.measure import memory, telemetry
+    from quantbench.measure import loop, memory, telemetry
     from quantbench.schemes import get
 
     device = cell.device
@@ -247,67 +248,72 @@ def measure_cell(cell) -> dict:
     if cell.quality:
         _ensure_baseline_logits(cell, scheme, device)
     engine = _engine(cell, scheme, device)
-    rss_after_load = memory.current_rss_bytes()
-    if device_type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    rss_reset = memory.reset_peak_rss()
-
+    rss_after_load = memory.rss_parts()
+    reset: dict = {}
+    sampler = (telemetry.GPUSampler(torch.device(device).index or 0) if device_type == "cuda"
+               else None)
     w = cell.workload
-    samples: dict[str, list[float]] = {}
-    token_ms: list[float] = []
-    output_ids = None
-    warmup_s = 0.0
-    for i in range(cell.repetitions.warmup):
-        progress(phase="warmup", i=i + 1, n=cell.repetitions.warmup + cell.repetitions.runs)
-        start = time.perf_counter()
-        engine.generate(cell.prompt["ids"], w.new_tokens)
-        warmup_s += time.perf_counter() - start
-    sampler = telemetry.GPUSampler(torch.device(device).index or 0) if device_type == "cuda" else None
-    with sampler or contextlib.nullcontext():
-        for i in range(cell.repetitions.runs):
-            progress(phase="run", i=cell.repetitions.warmup + i + 1,
-                     n=cell.repetitions.warmup + cell.repetitions.runs)
-            timing = engine.generate(cell.prompt["ids"], w.new_tokens)
-            for name, value in timing.metrics(w.batch_size, w.prompt_tokens, w.new_tokens).items():
-                samples.setdefault(name, []).append(value)
-            token_ms.extend(t * 1e3 for t in timing.token_s)
-            if output_ids is None:
-                output_ids = timing.tokens
-            if any(len(row) != w.new_tokens for row in timing.tokens):
-                raise RuntimeError("the decode loop produced a different number of tokens than asked")
-    if token_ms:
-        samples["token_latency_ms"] = token_ms
+    with contextlib.ExitStack() as during_timed_runs:
+        def before_timed():
+            """Peaks from here on describe the timed runs alone; the reset is checked."""
+            if device_type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            reset.update(memory.reset_peak_rss_checked())
+            if sampler is not None:
+                during_timed_runs.enter_context(sampler)
+
+        timed = loop.run(engine.generate, cell.prompt["ids"], w, cell.repetitions, before_timed,
+                         progress)
+    samples = timed.samples
+    if timed.token_ms:
+        samples["token_latency_ms"] = timed.token_ms
     if sampler is not None:
         samples.update(sampler.metrics())
-        energy = sampler.energy(w.batch_size * w.new_tokens * cell.repetitions.runs)
-    else:
-        energy = {"reason": "CPU run: no NVML energy counter"}
 
-    mem = {"weights_bytes": engine.weights, "rss_after_load_bytes": rss_after_load,
+    runs_done = timed.stop["runs"]
+    mem = {"weights_bytes": engine.weights, "rss_after_load_bytes": rss_after_load["rss"],
+           "rss_anon_after_load_bytes": rss_after_load["anon"],
+           "rss_file_after_load_bytes": rss_after_load["file"],
+           "rss_data_file_after_load_bytes": rss_after_load["data_file"],
            "peak_rss_bytes": memory.peak_rss_bytes(),
-           "peak_rss_scope": "timed runs" if rss_reset else "whole process"}
+           "peak_rss_scope": "timed runs" if reset.get("reliable") else "whole process",
+           "peak_reset": reset}
+    after = memory.rss_parts()
+    mem.update({"rss_anon_after_runs_bytes": after["anon"], "rss_file_after_runs_bytes": after["file"],
+                "rss_data_file_after_runs_bytes": after["data_file"]})
     if device_type == "cuda":
         mem["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         mem["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
         mem["peak_bytes"] = mem["peak_allocated_bytes"]
+        mem["peak_scope"] = "torch peak allocated during the timed runs"
         index = torch.device(device).index or 0
         used = memory.nvml_used_bytes(index)
         if used is not None:
             mem["nvml_used_bytes"] = used
-            if scheme.runtime == "llama.cpp":  # torch's allocator sees none of llama.cpp's memory
-                mem["peak_bytes"] = used
+        if scheme.runtime == "llama.cpp":  # torch's allocator sees none of llama.cpp's memory
+            own = memory.nvml_process_bytes(index, os.getpid())
+            mem["peak_bytes"] = own
+            mem["peak_scope"] = ("this process's device memory (NVML), llama.cpp's buffers and "
+                                 "CUDA context, at the end of the timed runs" if own is not None
+                                 else "unknown: NVML reports no per-process memory here")
     else:
         mem["peak_bytes"] = mem["peak_rss_bytes"]
+        mem["peak_scope"] = ("process peak RSS during the timed runs" if reset.get("reliable") else
+                             "process peak RSS since start (the reset after warm-up did not take)")
     quality = _quality(cell, engine) if cell.quality else None
     lm_eval = _lm_eval(cell, engine) if cell.lm_eval else None
     engine.close()
 
     info = {"startup_s": startup_s, "device_init_s": device_init_s, **engine.info,
-            "warmup_s": warmup_s, "parameters": engine.params,
+            "warmup_s": timed.warmup["seconds"], "warmup": timed.warmup, "timed_runs": timed.stop,
+            "parameters": engine.params,
             "torch_threads": torch.get_num_threads(), "versions": scheme.versions(),
-            "torch": torch.__version__, "pid": os.getpid(), "output_ids": output_ids,
-            "energy": energy, "kv_bytes_per_position": _kv_bytes_per_position(cell, scheme, device_type)}
+            "torch": torch.__version__, "pid": os.getpid(), "output_ids": timed.output_ids,
+            "energy": (sampler.energy(w.batch_size * w.new_tokens * runs_done) if sampler
+                       else {"reason": "CPU run: no NVML energy counter"}),
+            "kv_bytes_per_position": _kv_bytes_per_position(cell, scheme, device_type)}
     if quality is not None:
         info["quality"] = quality
     if lm_eval is not None:

@@ -44,3 +44,13 @@ register(BreaksTheGraph("test-graph-break", "test", 32, ("cpu", "cuda"),
 register(Scheme("test-needs-missing-lib", "test", 8, ("cpu", "cuda"),
                 packages=(("qb_no_such_module", "qb-no-such-dist"),), extra="qbmissing",
                 description="needs a library that is not installed"))
+
+
+class Twin(Scheme):
+    """fp32 under another name: the A/A test measures one scheme as two cells of one run."""
+
+    def compute_dtype(self, device_type):
+        return "float32"
+
+
+register(Twin("test-fp32-twin", "test", 32, ("cpu", "cuda"), description="fp32, a second time"))

@@ -13,14 +13,17 @@ from quantbench.errors import UsageError
 from quantbench.hardware import datasheet
 
 
+FORMAT = 2  # 2: read bandwidth and a matmul rate per dtype; older profiles are measured again
+
+
 def _identity(device: str, env: dict) -> dict:
     if device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
         gpu = (env.get("gpus") or [{}])[min(index, len(env.get("gpus") or [{}]) - 1)]
         return {"device": device, "gpu": gpu.get("name"), "driver": gpu.get("driver"),
-                "torch": (env.get("libraries") or {}).get("torch")}
+                "torch": (env.get("libraries") or {}).get("torch"), "format": FORMAT}
     return {"device": "cpu", "cpu": env.get("cpu"), "cores": env.get("cpu_cores_physical"),
-            "torch": (env.get("libraries") or {}).get("torch")}
+            "torch": (env.get("libraries") or {}).get("torch"), "format": FORMAT}
 
 
 def path_for(device: str, env: dict) -> Path:

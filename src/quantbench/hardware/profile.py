@@ -1,8 +1,11 @@
 """`python -m quantbench.hardware.profile DEVICE OUT.json`: measure a device once.
 
-Copy bandwidth = (bytes read + bytes written) / time of a large device-to-device copy; matmul rate =
-2 n^3 / time of an n x n matmul (bf16 on a GPU, fp32 on a CPU, where bf16 has no fast path).
-Best of several repetitions: the ceiling is what the device can do, not its average.
+Copy bandwidth = (bytes read + bytes written) / time of a large device-to-device copy; read
+bandwidth = bytes / time of a sum over a large array (a read-dominated kernel, as a decode step's
+weight reads are); matmul rate = 2 n^3 / time of an n x n matmul, per dtype the device has a path
+for (fp32 and bf16 everywhere; int8 through torch._int_mm and float8 through torch._scaled_mm on
+GPUs that have them). Best of several repetitions: the ceiling is what the device can do, not its
+average.
 """
 
 from __future__ import annotations
@@ -51,15 +54,34 @@ def measure(device: str) -> dict:
     timed = _timer(device)
     nbytes = (1 << 30) if cuda else (256 << 20)
     copy_s = _copy_seconds(timed, device, nbytes, reps=20 if cuda else 5)
-    n = 8192 if cuda else 1024
-    dtype = torch.bfloat16 if cuda else torch.float32
-    mm_s = _matmul_seconds(timed, device, n, dtype, reps=20 if cuda else 3)
+    read_s = _read_seconds(timed, device, nbytes, reps=20 if cuda else 5)
+    matmul = _matmuls(timed, device, cuda)
+    headline = matmul["bfloat16" if cuda else "float32"]
     return {"device": device,
             "name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
             "copy_bandwidth_Bps": 2 * nbytes / copy_s, "copy_bytes": nbytes,
-            "matmul_flops": 2 * n ** 3 / mm_s, "matmul_dtype": str(dtype).replace("torch.", ""),
-            "matmul_n": n, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "read_bandwidth_Bps": nbytes / read_s,
+            "read_kernel": f"torch.sum over {nbytes >> 20} MiB of float32",
+            "matmul_flops": headline["flops"], "matmul_dtype": "bfloat16" if cuda else "float32",
+            "matmul_n": headline["n"], "matmul": matmul,
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _matmuls(timed, device: str, cuda: bool) -> dict:
+    """Matmul rate per dtype; a dtype without a path on this device is recorded with why."""
+    import torch
+
+    out = {}
+    plan = ([("bfloat16", 8192), ("float16", 8192), ("float32", 4096), ("int8", 8192),
+             ("float8", 8192)] if cuda else [("float32", 1024), ("bfloat16", 512)])
+    for name, n in plan:
+        try:
+            seconds = _matmul_seconds(timed, device, n, name, reps=10 if cuda else 3)
+            out[name] = {"flops": 2 * n ** 3 / seconds, "n": n}
+        except Exception as exc:  # no kernel for it here (int8 on old GPUs, fp8 before Ada)
+            out[name] = {"flops": None, "n": n, "reason": f"{type(exc).__name__}: {exc}"[:200]}
+    return out
 
 
 def _copy_seconds(timed, device: str, nbytes: int, reps: int) -> float:
@@ -70,11 +92,28 @@ def _copy_seconds(timed, device: str, nbytes: int, reps: int) -> float:
     return timed(lambda: dst.copy_(src), reps)
 
 
-def _matmul_seconds(timed, device: str, n: int, dtype, reps: int) -> float:
+def _read_seconds(timed, device: str, nbytes: int, reps: int) -> float:
     import torch
 
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    return timed(lambda: src.sum(), reps)
+
+
+def _matmul_seconds(timed, device: str, n: int, dtype: str, reps: int) -> float:
+    import torch
+
+    if dtype == "int8":
+        a = torch.randint(-8, 8, (n, n), device=device, dtype=torch.int8)
+        b = torch.randint(-8, 8, (n, n), device=device, dtype=torch.int8).t()
+        return timed(lambda: torch._int_mm(a, b), reps)
+    if dtype == "float8":
+        a = torch.randn(n, n, device=device).to(torch.float8_e4m3fn)
+        b = torch.randn(n, n, device=device).to(torch.float8_e4m3fn).t()
+        one = torch.ones((), device=device)
+        return timed(lambda: torch._scaled_mm(a, b, one, one, out_dtype=torch.bfloat16), reps)
+    kind = getattr(torch, dtype)
+    a = torch.randn(n, n, device=device, dtype=kind)
+    b = torch.randn(n, n, device=device, dtype=kind)
     return timed(lambda: a @ b, reps)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+from pathlib import Path
 
 
 def tensor_bytes(t, seen: set) -> int:
@@ -85,18 +86,80 @@ def _is_tensor(value) -> bool:
 
 
 def parameter_count(model) -> int:
-    """Logical parameters (as in the float model), whatever their storage."""
+    """Logical parameters (as in the float model), whatever their storage: bitsandbytes keeps
+    the float shape in quant_state, HQQ in each layer's meta dict (its W_q is packed)."""
     total = 0
-    for p in model.parameters():
-        shape = getattr(p, "quant_state", None)
-        if shape is not None and getattr(shape, "shape", None) is not None:
+    counted: set[int] = set()
+    for module in model.modules():
+        meta = getattr(module, "meta", None)
+        shape = meta.get("shape") if isinstance(meta, dict) else None
+        if shape is not None:
             n = 1
-            for d in shape.shape:
+            for d in shape:
+                n *= int(d)
+            total += n
+            for p in module.parameters(recurse=False):
+                if getattr(module, "bias", None) is p:
+                    total += p.numel()
+                counted.add(id(p))
+    for p in model.parameters():
+        if id(p) in counted:
+            continue
+        counted.add(id(p))
+        state = getattr(p, "quant_state", None)
+        if state is not None and getattr(state, "shape", None) is not None:
+            n = 1
+            for d in state.shape:
                 n *= d
             total += n
         else:
             total += p.numel()
     return total
+
+
+def table_facts(model) -> dict:
+    """Storage dtype, parameters and bytes of the input embedding and the output head: the
+    two tables most schemes leave alone, which bound what a quantized model can save."""
+    out = {}
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    emb_weight = getattr(embedding, "weight", None)
+    for name, module in (("embedding", embedding), ("lm_head", head)):
+        weight = getattr(module, "weight", None)
+        if weight is None:  # HQQLinear keeps W_q and a meta dict instead of a weight
+            held = [t for t in module.parameters(recurse=False)]
+            meta = getattr(module, "meta", None)
+            extra = [v for v in meta.values() if _is_tensor(v)] if isinstance(meta, dict) else []
+            seen: set = set()
+            out[name] = ({"dtype": str(held[0].dtype).replace("torch.", ""),
+                          "type": type(module).__name__,
+                          "bytes": sum(tensor_bytes(t, seen) for t in held + extra)}
+                         if held else None)
+            continue
+        inner = weight
+        if hasattr(weight, "__tensor_flatten__") and type(weight) not in (_torch().Tensor,
+                                                                          _torch().nn.Parameter):
+            names, _ = weight.__tensor_flatten__()
+            inner = getattr(weight, names[0])
+        out[name] = {"dtype": str(inner.dtype).replace("torch.", ""),
+                     "type": type(module).__name__,
+                     "bytes": tensor_bytes(weight, set())}
+    if out.get("lm_head") and emb_weight is not None:
+        head_weight = getattr(head, "weight", None)
+        out["lm_head"]["tied"] = bool(head_weight is not None and (
+            head_weight is emb_weight or head_weight.data_ptr() == emb_weight.data_ptr()))
+    config = getattr(model, "config", None)
+    vocab, hidden = getattr(config, "vocab_size", None), getattr(config, "hidden_size", None)
+    if vocab and hidden:
+        for part in ("embedding", "lm_head"):
+            if out.get(part):
+                out[part]["parameters"] = int(vocab) * int(hidden)
+    return out
+
+
+def _torch():
+    import torch
+
+    return torch
 
 
 def release_freed_memory() -> None:
@@ -123,6 +186,61 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+_CODE_SUFFIXES = (".so", ".pyd")
+
+
+def mapped_data_file_bytes() -> int | None:
+    """Resident pages of memory-mapped files that are data, not code: a checkpoint left mapped
+    (safetensors, GGUF, a cached .npy). Shared libraries are file-backed too (torch's alone is
+    ~100 MB resident), so RssFile by itself cannot tell a leftover checkpoint from code."""
+    total, current = 0, None
+    try:
+        with open("/proc/self/smaps") as fh:
+            for line in fh:
+                head = line.split(None, 6)
+                if "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's header
+                    path = head[5].strip() if len(head) > 5 else ""
+                    is_code = not path.startswith("/") or ".so" in Path(path).name or \
+                        path.endswith(_CODE_SUFFIXES) or os.access(path, os.X_OK)
+                    current = None if is_code else path
+                elif current and line.startswith("Rss:"):
+                    total += int(head[1]) * 1024
+    except OSError:
+        return None
+    return total
+
+
+def rss_parts() -> dict:
+    """Resident memory split by kind: anonymous (what the process allocated: weights copied
+    out of the file, activations), file-backed (shared libraries and mapped files, pages the
+    kernel can drop and share), and of that the mapped data files (a checkpoint)."""
+    return {"rss": _status_kib("VmRSS") or current_rss_bytes(), "anon": _status_kib("RssAnon"),
+            "file": _status_kib("RssFile"), "data_file": mapped_data_file_bytes()}
+
+
+def reset_peak_rss_checked() -> dict:
+    """Reset the high-water mark and check that it took: right after a reset the peak must be
+    close to the current resident set. Where it is not, the peak covers the whole process
+    and every report says so."""
+    done = reset_peak_rss()
+    peak, rss = _status_kib("VmHWM"), _status_kib("VmRSS")
+    reliable = bool(done and peak is not None and rss is not None and
+                    peak <= rss * 1.02 + (4 << 20))
+    return {"reset": done, "peak_after_reset_bytes": peak, "rss_at_reset_bytes": rss,
+            "reliable": reliable}
+
+
 def peak_rss_bytes() -> int:
     """VmHWM of this process: the peak resident set since start or the last reset."""
     try:
@@ -139,6 +257,22 @@ def current_rss_bytes() -> int:
     import psutil
 
     return psutil.Process(os.getpid()).memory_info().rss
+
+
+def nvml_process_bytes(index: int, pid: int) -> int | None:
+    """Device memory NVML attributes to one process (llama.cpp's allocations are invisible to
+    torch); None where NVML cannot say (no driver, or a container that hides process ids)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == pid and proc.usedGpuMemory is not None:
+                return int(proc.usedGpuMemory)
+    except Exception:
+        return None
+    return None
 
 
 def nvml_used_bytes(index: int) -> int | None:

@@ -1,5 +1,6 @@
 """Baseline log-probabilities, computed once per (model, token slice, windows, baseline scheme and
-its settings, device type) and reused by every cell; stored in fp32 (fp16 storage biases KL).
+its settings, device type and model, torch and transformers versions, attention implementation)
+and reused by every cell; stored in fp32 (fp16 storage biases KL).
 
 Size: (eval tokens - 1) x vocabulary x 4 bytes: 2047 x 49152 x 4 = 402 MB for the bundled model
 at the defaults. Location: $QUANTBENCH_CACHE/logits/ (default ~/.cache/quantbench/logits/).
@@ -15,12 +16,37 @@ import numpy as np
 
 from quantbench.config import stable_hash
 
-FORMAT = 1  # bump when what is stored changes: old entries are then never read
+FORMAT = 2  # bump when what is stored or keyed changes: old entries are then never read
 
 
-def key(model_fingerprint: str, quality_identity: dict, device_type: str, seed: int) -> str:
+def context(device: str) -> dict:
+    """What else moves the baseline's logits: the device model (kernels differ by card), the
+    libraries that compute them, and the attention implementation."""
+    import importlib.metadata
+
+    from quantbench.models import ATTENTION
+
+    if device.startswith("cuda"):
+        import torch
+
+        name = torch.cuda.get_device_name(int(device.split(":")[1]) if ":" in device else 0)
+    else:
+        from quantbench.environment import _cpu_name
+
+        name = _cpu_name()
+    versions = {}
+    for dist in ("torch", "transformers"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"device_model": name, "attention": ATTENTION, **versions}
+
+
+def key(model_fingerprint: str, quality_identity: dict, device_type: str, seed: int,
+        ctx: dict | None = None) -> str:
     return stable_hash({"format": FORMAT, "model": model_fingerprint, "quality": quality_identity,
-                        "device_type": device_type, "seed": seed})[:24]
+                        "device_type": device_type, "seed": seed, "context": ctx or {}})[:24]
 
 
 def path_for(cache_key: str) -> Path:

@@ -7,8 +7,9 @@ import html
 from quantbench.report.exports import flat_rows
 from quantbench.report.panels import Panel
 
-TABLE_COLUMNS = ("scheme", "status", "decode_tok_s_median", "decode_tok_s_ci95_low",
-                 "decode_tok_s_ci95_high", "decode_speedup", "ttft_ms_median", "prefill_tok_s_median",
+TABLE_COLUMNS = ("scheme", "role", "status", "decode_tok_s_median", "decode_tok_s_median_ci_low",
+                 "decode_tok_s_median_ci_high", "decode_speedup", "decode_speedup_verdict",
+                 "runs_done", "ttft_ms_median", "prefill_tok_s_median",
                  "weights_bytes", "peak_bytes", "weights_reduction_pct", "error")
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from quantbench.analysis import build_records
 from quantbench.report.generations import to_markdown as generations_markdown
-from quantbench.report.markdown import _cell, _code, lm_eval_markdown, results_table, summary
-from quantbench.report.table import runtimes
+from quantbench.config import repetitions_text
+from quantbench.report.markdown import LEGEND, _cell, _code, lm_eval_markdown, results_table, summary
+from quantbench.report.table import _old_scope, runtimes
 
 LOG_HEADER = ("# quantbench experiment log\n\nOne entry per `quantbench run`, generated from the "
               "results database (`quantbench log` rebuilds it). Every figure comes from the "
@@ -47,14 +48,15 @@ def entry(store, run_id: str, number: int) -> str:
         f"device {config['device']}, runtime {runtimes(records) if records else config['runtime']}; "
         f"batch {workload['batch_size']}, "
         f"{workload['prompt_tokens']} prompt + {workload['new_tokens']} new tokens (EOS ignored); "
-        f"{reps['warmup']} warm-up + {reps['runs']} timed runs per scheme; prompts from "
+        f"{repetitions_text(reps)} per scheme; equivalence margin "
+        f"{config.get('margin', 0.02):.0%}; prompts from "
         f"`{_code(config['prompt']['source'])}`",
         f"- **Command:** `{_code(run['command'] or 'Python API')}`", "",
         "### Results", "", results_table(records), "",
         "Decode CI: distribution-free interval for the median; speedup CI: bootstrap of the ratio "
-        "of medians (`~`: not significant). Peak MB: " + ("process RSS during timed runs." if
-                                                         config["device"] == "cpu" else
-                                                         "torch peak allocated during timed runs."),
+        f"of medians ({LEGEND}). Peak MB: "
+        + "; ".join(sorted({r["memory"].get("peak_scope") or _old_scope(r) for r in records
+                            if r["status"] == "ok"})) + ".",
         "", "### Summary", ""]
     lines += [f"- {_cell(line)}" for line in summary(records)]
     for section in (lm_eval_markdown(records), generations_markdown(records)):

@@ -22,20 +22,53 @@ def median_ci_text(summary: dict | None, digits: int = 1) -> str:
     return f"{summary['median']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+# How a ratio's verdict is marked after its figure (measure.stats.verdict says what each means).
+VERDICT_MARKS = {"faster": "", "slower": "", "equivalent": " ~", "inconclusive": " ?",
+                 "no claim": " (n<5: no claim)"}
+LEGEND = ("~ = equivalent (within the margin or the baseline's own drift), ? = inconclusive, "
+          "n<5 = too few runs for a claim")
+
+
+def ratio_text(ratio: dict) -> str:
+    if ratio.get("verdict") == "not comparable":
+        return "not compared (other environment)"
+    mark = VERDICT_MARKS.get(ratio.get("verdict"), "" if ratio.get("significant") else " ~")
+    return f"{ratio['ratio']:.2f} [{ratio['ci95'][0]:.2f}, {ratio['ci95'][1]:.2f}]{mark}"
+
+
 def speedup_text(record: dict) -> str:
-    """Decode speedup vs the baseline with its CI; `~` marks a non-significant difference."""
+    """Decode speedup vs the baseline with its CI and what it may claim."""
+    versus = record.get("vs_baseline") or {}
+    if record.get("role") == "baseline-repeat":
+        drift = versus.get("baseline_drift")
+        return f"{ratio_text(drift)} (drift)" if drift else "-"
     if record["baseline"]:
         return "1.00"
-    versus = record.get("vs_baseline") or {}
     ref = versus.get("speed_reference")
     if ref == record["scheme"]:
         return f"1.00 ({record['runtime']} ref)"
     speed = versus.get("decode_speedup")
     if not speed:
-        return "-"
-    mark = "" if speed["significant"] else " ~"
+        return "not compared (other environment)" if versus.get("not_comparable") else "-"
     versus_ref = f" vs {ref}" if ref else ""
-    return f"{speed['ratio']:.2f} [{speed['ci95'][0]:.2f}, {speed['ci95'][1]:.2f}]{mark}{versus_ref}"
+    return ratio_text(speed) + versus_ref
+
+
+def scheme_label(record: dict) -> str:
+    if record.get("role") == "baseline-repeat":
+        return record["scheme"] + " (baseline, again)"
+    return record["scheme"] + (" (baseline)" if record["baseline"] else "")
+
+
+def tables_text(record: dict, size: bool = True) -> str:
+    """The output head's storage (and whether the input embedding shares it)."""
+    tables = (record.get("info") or {}).get("tables") or {}
+    head = tables.get("lm_head")
+    if not head:
+        return "-"
+    dtype = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(head["dtype"], head["dtype"])
+    return (f"{dtype}" + (f" {head['bytes'] / 1e6:,.1f} MB" if size else "")
+            + (" tied" if head.get("tied") else ""))
 
 
 def ppl_text(record: dict) -> str:
@@ -59,14 +92,14 @@ def top1_text(record: dict) -> str:
 
 
 def results_table(records: list[dict]) -> str:
-    lines = ["| scheme | status | decode tok/s median [CI] | speedup [95% CI] | TTFT ms | "
-             "prefill tok/s | weights MB | peak MB | weights -% | PPL [95% CI] | KL ± SE | top-1 % "
-             "| roofline: % of ceiling tok/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| scheme | status | decode tok/s median [CI] | speedup [95% CI] | runs | TTFT ms | "
+             "prefill tok/s | weights MB | lm_head | peak MB | weights -% | PPL [95% CI] | KL ± SE "
+             "| top-1 % | roofline: % of ceiling tok/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
-        name = _cell(r["scheme"]) + (" (baseline)" if r["baseline"] else "")
+        name = _cell(scheme_label(r))
         if r["status"] != "ok":
-            lines.append(f"| {name} | failed: {_cell(r['error'])} |" + " - |" * 11)
+            lines.append(f"| {name} | failed: {_cell(r['error'])} |" + " - |" * 13)
             continue
         m = r["metrics"]
         versus = r.get("vs_baseline") or {}
@@ -74,12 +107,28 @@ def results_table(records: list[dict]) -> str:
         reduction = versus.get("weights_reduction_pct")
         lines.append(
             f"| {name} | ok{' (reused)' if r['reused'] else ''} | {median_ci_text(m.get('decode_tok_s'))} "
-            f"| {speed_text} | {m['ttft_ms']['median']:.1f} | {m['prefill_tok_s']['median']:.0f} "
-            f"| {r['memory'].get('weights_bytes', 0) / 1e6:,.1f} "
-            f"| {r['memory'].get('peak_bytes', 0) / 1e6:,.1f} "
+            f"| {speed_text} | {runs_text(r)} | {m['ttft_ms']['median']:.1f} "
+            f"| {m['prefill_tok_s']['median']:.0f} "
+            f"| {r['memory'].get('weights_bytes', 0) / 1e6:,.1f} | {tables_text(r)} "
+            f"| {(r['memory'].get('peak_bytes') or 0) / 1e6:,.1f} "
             f"| {'-' if r['baseline'] or reduction is None else f'{reduction:.1f}%'} "
             f"| {ppl_text(r)} | {kl_text(r)} | {top1_text(r)} | {roofline_text(r)} |")
     return "\n".join(lines)
+
+
+def runs_text(record: dict) -> str:
+    """Timed runs, and warm-ups, as done: '12 (+3 w)'; a mark where either did not settle."""
+    info = record.get("info") or {}
+    stop, warm = info.get("timed_runs") or {}, info.get("warmup") or {}
+    n = (record["metrics"].get("decode_tok_s") or record["metrics"].get("e2e_tok_s") or {}).get("n")
+    if not stop:
+        return str(n) if n else "-"
+    text = f"{stop['runs']}+{warm.get('done', 0)}w"
+    if warm and not warm.get("steady"):
+        text += " unsteady"  # warm-ups ran out before the rate settled
+    if (stop.get("trend") or {}).get("drifting"):
+        text += " trend"  # the timed samples drift with their index (Kendall p < 0.01)
+    return text
 
 
 def summary(records: list[dict]) -> list[str]:
@@ -90,23 +139,41 @@ def summary(records: list[dict]) -> list[str]:
     if base["status"] != "ok":
         return [f"The baseline {base['scheme']} failed ({base['error']}): no comparison possible."]
     out = []
-    groups: dict[str, tuple[list, list, list]] = {}
+    groups: dict[str, dict[str, list]] = {}
     for r in records:
         versus = r.get("vs_baseline") or {}
         speed = versus.get("decode_speedup")
         ref = versus.get("speed_reference") or base["scheme"]
-        if r["baseline"] or not speed or ref == r["scheme"]:
+        if r["baseline"] or r.get("role") != "measure" or ref == r["scheme"]:
             continue
-        faster, slower, same = groups.setdefault(ref, ([], [], []))
+        if not speed:
+            if versus.get("not_comparable"):
+                groups.setdefault(ref, {}).setdefault("not comparable", []).append(
+                    f"{r['scheme']} ({versus['not_comparable']})")
+            continue
         text = f"{r['scheme']} ({speed['ratio']:.2f}x, 95% CI {speed['ci95'][0]:.2f}-{speed['ci95'][1]:.2f})"
-        (same if not speed["significant"] else faster if speed["ratio"] > 1 else slower).append(text)
-    for ref, (faster, slower, same) in groups.items():
-        if faster:
-            out.append(f"Faster than {ref} in decode, significantly: " + "; ".join(faster) + ".")
-        if slower:
-            out.append(f"Slower than {ref} in decode, significantly: " + "; ".join(slower) + ".")
-        if same:
-            out.append(f"No significant decode difference from {ref}: " + "; ".join(same) + ".")
+        groups.setdefault(ref, {}).setdefault(speed.get("verdict") or
+                                              ("faster" if speed["significant"] and speed["ratio"] > 1
+                                               else "slower" if speed["significant"] else "equivalent"),
+                                              []).append(text)
+    out.extend(drift_summary(records))
+    for ref, found in groups.items():
+        threshold = next((r["vs_baseline"]["decode_speedup"]["threshold"] for r in records
+                          if (r.get("vs_baseline") or {}).get("decode_speedup", {}).get("threshold")),
+                         None)
+        within = f"within ±{threshold:.1%}" if threshold else "within the margin"
+        phrases = {"faster": f"Faster than {ref} in decode, beyond the ±{(threshold or 0):.1%} threshold: ",
+                   "slower": f"Slower than {ref} in decode, beyond the ±{(threshold or 0):.1%} threshold: ",
+                   "equivalent": f"Equivalent to {ref} in decode ({within}): ",
+                   "inconclusive": f"Inconclusive against {ref} (the interval reaches into the "
+                                   "equivalence threshold; more runs would tell): ",
+                   "no claim": f"No claim against {ref} (fewer than 5 timed runs): ",
+                   "not comparable": f"Not compared with {ref} (different environments): "}
+        for key, phrase in phrases.items():
+            if found.get(key):
+                out.append(phrase + "; ".join(found[key]) + ".")
+        if not found.get("faster") and any(found.get(k) for k in ("slower", "equivalent", "inconclusive")):
+            out.append(f"None significantly faster than {ref} in decode.")
     shrink = [(r["scheme"], r["vs_baseline"]["weights_reduction_pct"]) for r in records
               if not r["baseline"] and r.get("vs_baseline") and "weights_reduction_pct" in r["vs_baseline"]]
     if shrink:
@@ -121,6 +188,23 @@ def summary(records: list[dict]) -> list[str]:
         out.append("Random weights: these figures are valid for speed and memory only.")
     out.extend(roofline_summary(records))
     return out
+
+
+def drift_summary(records: list[dict]) -> list[str]:
+    """The A/A check: the baseline measured again at the end of the run."""
+    repeat = next((r for r in records if r.get("role") == "baseline-repeat"), None)
+    if repeat is None:
+        return ["The baseline was measured once: no drift check, so only the margin guards "
+                "against calling noise a difference."]
+    drift = (repeat.get("vs_baseline") or {}).get("baseline_drift")
+    floor = (repeat.get("vs_baseline") or {}).get("noise_floor")
+    if repeat["status"] != "ok" or not drift:
+        return ["The baseline's second measurement failed: no drift check for this run."]
+    return [f"Baseline drift: {repeat['scheme']} measured again after the other cells ran at "
+            f"{drift['ratio']:.3f}x its first measurement (95% CI {drift['ci95'][0]:.3f}-"
+            f"{drift['ci95'][1]:.3f}); differences within "
+            f"±{max(drift['margin'], floor or 0):.1%} (the larger of the {drift['margin']:.0%} "
+            "margin and this drift's farther interval end) are not called faster or slower."]
 
 
 def graph_note(record: dict) -> str:
@@ -147,10 +231,14 @@ def roofline_summary(records: list[dict]) -> list[str]:
                        if (r.get("roofline") or {}).get("reason")), "no hardware profile")
         return [f"No roofline for this run ({reason}): figures are not placed against the "
                 "hardware's limit."]
-    bw = placed[0]["roofline"]["bandwidth_Bps"]
-    parts = [f"{r['scheme']} {r['roofline']['achieved_pct']:.1f}% of {r['roofline']['ceiling_tok_s']:,.0f} tok/s"
-             for r in placed]
-    return [f"Roofline (decode against the measured copy bandwidth, {bw / 1e9:,.1f} GB/s, over "
+    roof = placed[0]["roofline"]
+    bw = roof["bandwidth_Bps"]
+    source = roof.get("bandwidth_source", "measured copy (read + write)")
+    beside = (f"; copy {roof['copy_bandwidth_Bps'] / 1e9:,.1f} GB/s beside it"
+              if roof.get("copy_bandwidth_Bps") and roof["copy_bandwidth_Bps"] != bw else "")
+    parts = [f"{scheme_label(r)} {r['roofline']['achieved_pct']:.1f}% of "
+             f"{r['roofline']['ceiling_tok_s']:,.0f} tok/s" for r in placed]
+    return [f"Roofline (decode against the {source} bandwidth, {bw / 1e9:,.1f} GB/s{beside}, over "
             "weight + KV-cache bytes per token): " + "; ".join(parts) + "."]
 
 

@@ -30,8 +30,10 @@ def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, s
 
 def build(records: list[dict], history: list[dict]) -> list[Panel]:
     """`records`: the run's cells; `history`: every ok cell of the database (size vs speed)."""
+    from quantbench.report.markdown import scheme_label
+
     ok = _ok(records)
-    schemes = [r["scheme"] for r in ok]
+    schemes = [scheme_label(r) for r in ok]
     panels = []
 
     speed = Panel("speed", "Decode tok/s (median, 95% CI)")
@@ -47,7 +49,8 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     panels.append(memory)
 
     versus = [r for r in ok if not r["baseline"] and (r.get("vs_baseline") or {}).get("decode_speedup")
-              and r["vs_baseline"].get("speed_reference") != r["scheme"]]
+              and r["vs_baseline"].get("speed_reference") != r["scheme"]
+              and r["vs_baseline"]["decode_speedup"].get("verdict") != "not comparable"]
     speedup = Panel("speedup", "Decode speedup vs baseline, GGUF vs llama.cpp's own F32/F16 (95% CI)")
     if versus:
         # "gguf-q4_k_m / gguf-f32": a GGUF scheme's bar is against llama.cpp's own reference.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from quantbench.report.markdown import graph_note, kl_text, median_ci_text, roofline_text, speedup_text
+from quantbench.config import repetitions_text
+from quantbench.report.markdown import (LEGEND, graph_note, kl_text, median_ci_text, roofline_text,
+                                        runs_text, scheme_label, speedup_text, tables_text)
 
 
 def _mb(value) -> str:
@@ -16,8 +18,10 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
     table.add_column("scheme", no_wrap=True)
     table.add_column("decode tok/s median [CI]", justify="right", no_wrap=True)
     table.add_column("speedup [95% CI]", justify="right", no_wrap=True)
+    table.add_column("runs", justify="right", no_wrap=True)
     table.add_column("TTFT ms", justify="right")
     table.add_column("weights MB", justify="right")
+    table.add_column("lm_head", justify="right", no_wrap=True)
     table.add_column("peak MB", justify="right")
     table.add_column("weights -%", justify="right")
     has_quality = any(r.get("quality") for r in records)
@@ -27,7 +31,7 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
     table.add_column("% roofline", justify="right", no_wrap=True)
     table.add_column("note")
     for r in records:
-        name = r["scheme"] + (" (baseline)" if r["baseline"] else "")
+        name = scheme_label(r)
         if r["status"] != "ok":
             table.add_row(name, *["-"] * (len(table.columns) - 2), f"[red]failed: {r['error']}[/red]")
             continue
@@ -46,8 +50,10 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
             name,
             median_ci_text(m.get("decode_tok_s")),
             speedup_text(r),
+            runs_text(r),
             f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-",
             _mb(r["memory"].get("weights_bytes")),
+            tables_text(r, size=False),
             _mb(r["memory"].get("peak_bytes")),
             f"{reduction:.1f}%" if reduction is not None and not r["baseline"] else "-",
             *quality,
@@ -72,15 +78,21 @@ def caption(records: list[dict]) -> list[str]:
         return []
     r = records[0]
     w = r["workload"]
-    reps = r["repetitions"]
+    levels = sorted({f"{x['metrics']['decode_tok_s']['median_ci_level']:.1%}"
+                     for x in records if 'decode_tok_s' in x['metrics']})
     lines = [f"model: {r['model']} ({r['model_label']})" if r["model_label"] else f"model: {r['model']}",
              f"device: {r['device']}   runtime: {runtimes(records)}   batch {w['batch_size']}, "
              f"{w['prompt_tokens']} prompt + {w['new_tokens']} new tokens (EOS ignored)   "
-             f"{reps['warmup']} warm-up + {reps['runs']} timed runs per scheme",
-             "decode CI: order-statistic interval for the median (coverage "
-             + ", ".join(sorted({f"{x['metrics']['decode_tok_s']['median_ci_level']:.1%}"
-                                 for x in records if 'decode_tok_s' in x['metrics']}))
-             + "); speedup CI: bootstrap of the ratio of medians; ~ = not significant",
-             "peak MB: " + ("process peak RSS during timed runs" if r["device"] == "cpu"
-                            else "torch peak allocated during timed runs")]
+             f"{repetitions_text(r['repetitions'])} per scheme",
+             f"decode CI: order-statistic interval for the median (coverage {', '.join(levels)}); "
+             f"speedup CI: bootstrap of the ratio of medians; {LEGEND}",
+             "peak MB: " + "; ".join(sorted({x["memory"].get("peak_scope") or _old_scope(x)
+                                             for x in records if x["status"] == "ok"}))]
     return lines
+
+
+def _old_scope(record: dict) -> str:
+    """Cells recorded before memory named its own peak window (reset before the warm-ups)."""
+    if record["device"] == "cpu":
+        return "process peak RSS during warm-up and timed runs"
+    return "torch peak allocated during warm-up and timed runs"

@@ -100,16 +100,25 @@ def file_facts(path: Path) -> dict:
     types: dict[str, int] = {}
     weights = params = 0
     sizes = {}
+    tables = {}
     for tensor in reader.tensors:
         sizes[tensor.name] = int(tensor.n_bytes)
+        part = {"token_embd.weight": "embedding", "output.weight": "lm_head"}.get(tensor.name)
+        if part:
+            tables[part] = {"dtype": tensor.tensor_type.name, "type": "GGUF tensor",
+                            "bytes": int(tensor.n_bytes), "parameters": int(tensor.n_elements)}
         weights += int(tensor.n_bytes)
         params += int(tensor.n_elements)
         kind = tensor.tensor_type.name
         types[kind] = types.get(kind, 0) + 1
     # With an output.weight of its own the token table is only looked up, one row a token.
     unread = sizes.get("token_embd.weight", 0) if "output.weight" in sizes else 0
+    if "embedding" in tables and "lm_head" not in tables:  # a tied head reads the token table
+        tables["lm_head"] = dict(tables["embedding"], tied=True)
+    elif "lm_head" in tables:
+        tables["lm_head"]["tied"] = False
     return {"weights_bytes": weights, "parameters": params, "tensor_types": types,
-            "file_bytes": path.stat().st_size, "unread_weight_bytes": unread}
+            "file_bytes": path.stat().st_size, "unread_weight_bytes": unread, "tables": tables}
 
 
 class LlamaCppModel:

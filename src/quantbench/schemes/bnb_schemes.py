@@ -12,6 +12,7 @@ BNB = (("bitsandbytes", "bitsandbytes"),)
 
 @dataclass(frozen=True)
 class BnbScheme(Scheme):
+    tunable: tuple = ("quantize_head",)
 
     def compute_dtype(self, device_type: str) -> str:
         # fp16 on GPU: the dtype bitsandbytes' kernels and the HF integration default to.
@@ -29,7 +30,7 @@ class BnbScheme(Scheme):
         # bitsandbytes quantizes a weight when it is moved to the target device.
         for parent in list(model.modules()):
             for child_name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Linear) and child_name not in self.skip_modules:
+                if isinstance(child, torch.nn.Linear) and child_name not in self.skipped():
                     setattr(parent, child_name, self.make_layer(child, dtype).to(device))
         return model.to(device)
 
@@ -37,7 +38,7 @@ class BnbScheme(Scheme):
 @dataclass(frozen=True)
 class BnbInt8(BnbScheme):
     threshold: float = 6.0
-    tunable: tuple = ("threshold",)
+    tunable: tuple = ("threshold", "quantize_head")
 
     def settings(self, device_type):
         # threshold 0 turns LLM.int8's outlier decomposition off: say so, not just "0.0".
@@ -62,7 +63,7 @@ class Bnb4bit(BnbScheme):
     quant_type: str = "nf4"
     double_quant: bool = False
     blocksize: int = 64
-    tunable: tuple = ("quant_type", "double_quant", "blocksize")
+    tunable: tuple = ("quant_type", "double_quant", "blocksize", "quantize_head")
 
     def validate(self):
         if self.quant_type not in ("nf4", "fp4"):

@@ -15,7 +15,7 @@ HQQ = (("hqq", "hqq"),)
 class HqqScheme(Scheme):
     nbits: int = 4
     group: int = 64
-    tunable: tuple = ("group",)
+    tunable: tuple = ("group", "quantize_head")
 
     def validate(self):
         if self.group not in (32, 64, 128, 256):
@@ -32,7 +32,7 @@ class HqqScheme(Scheme):
         dtype = next(model.parameters()).dtype
         for parent in list(model.modules()):
             for child_name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Linear) and child_name not in self.skip_modules:
+                if isinstance(child, torch.nn.Linear) and child_name not in self.skipped():
                     setattr(parent, child_name, HQQLinear(child, config, compute_dtype=dtype,
                                                           device=device))
         return model.to(device)

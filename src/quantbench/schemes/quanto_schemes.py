@@ -12,6 +12,7 @@ QUANTO = (("optimum.quanto", "optimum-quanto"),)
 @dataclass(frozen=True)
 class QuantoWeights(Scheme):
     qtype: str = "qint8"
+    tunable: tuple = ("quantize_head",)
 
     def settings(self, device_type):
         return {**super().settings(device_type), "weights": self.qtype, "activations": None}
@@ -19,7 +20,7 @@ class QuantoWeights(Scheme):
     def apply(self, model, device: str):
         import optimum.quanto as quanto
 
-        quanto.quantize(model, weights=getattr(quanto, self.qtype), exclude=list(self.skip_modules))
+        quanto.quantize(model, weights=getattr(quanto, self.qtype), exclude=list(self.skipped()))
         quanto.freeze(model)  # replaces the float weights by the quantized ones
         return model
 

@@ -39,6 +39,12 @@ class Scheme:
     base: str = ""  # the registered name, when `name` carries settings
     # A scheme tied to its own engine (GGUF: llama.cpp) names it; None runs under --runtime.
     runtime: str | None = None
+    # Quantize the output head too (`name:quantize_head=true`, where `tunable` offers it): the
+    # head is the largest single matrix of a small model and read whole every step.
+    quantize_head: bool = False
+    # The dtype the matrix multiplies run in, where it differs from the compute dtype (int8 or
+    # float8 dynamic activations): it picks the compute ceiling a cell's prefill is held to.
+    matmul_dtype: str | None = None
 
     @property
     def reference(self) -> bool:
@@ -49,11 +55,20 @@ class Scheme:
         """The float dtype the model is loaded in and activations run at."""
         return "float32" if device_type == "cpu" else "bfloat16"
 
+    def matmul_kind(self, device_type: str) -> str:
+        return self.matmul_dtype or self.compute_dtype(device_type)
+
+    def skipped(self) -> tuple[str, ...]:
+        """The modules left in float: skip_modules, less the head when quantize_head is set."""
+        return tuple(m for m in self.skip_modules if not (self.quantize_head and m == "lm_head"))
+
     def settings(self, device_type: str) -> dict:
         """Everything that changes results; part of a cell's identity."""
         out = {"compute_dtype": self.compute_dtype(device_type),
-               "skip_modules": list(self.skip_modules) if self.bits < 16 else []}
-        out.update({key: getattr(self, key) for key in self.tunable})
+               "skip_modules": list(self.skipped()) if self.bits < 16 else []}
+        if "quantize_head" in self.tunable:
+            out["quantize_head"] = self.quantize_head
+        out.update({key: getattr(self, key) for key in self.tunable if key != "quantize_head"})
         return out
 
     def apply(self, model, device: str):

@@ -10,11 +10,14 @@ from quantbench.schemes.registry import Scheme, register
 TORCHAO = (("torchao", "torchao"),)
 
 
+@dataclass(frozen=True)
 class TorchaoScheme(Scheme):
+    tunable: tuple = ("quantize_head",)
+
     def _filter(self):
         import torch
 
-        skip = self.skip_modules
+        skip = self.skipped()
 
         def keep(module, fqn: str) -> bool:
             return isinstance(module, torch.nn.Linear) and fqn.split(".")[-1] not in skip
@@ -47,7 +50,7 @@ class Int4WeightOnly(TorchaoScheme):
     which stores int4 values in int8 bytes, so it saves no memory there."""
 
     group: int = 0  # 0: 128 on GPU, 64 on CPU (64 divides SmolLM2's 576-wide layers)
-    tunable: tuple = ("group",)
+    tunable: tuple = ("group", "quantize_head")
 
     def group_size(self, device_type):
         return self.group or (128 if device_type == "cuda" else 64)
@@ -85,7 +88,7 @@ class Int8Dynamic(TorchaoScheme):
 
 
 register(Int8Dynamic("torchao-int8dq", "torchao", 8, ("cpu", "cuda"), TORCHAO, "torchao",
-                     "int8 dynamic activations + int8 weights"))
+                     "int8 dynamic activations + int8 weights", matmul_dtype="int8"))
 register(Int8WeightOnly("torchao-int8wo", "torchao", 8, ("cpu", "cuda"), TORCHAO, "torchao",
                         "int8 weight-only, per-row scales"))
 register(Int4WeightOnly("torchao-int4wo", "torchao", 4, ("cpu", "cuda"), TORCHAO, "torchao",
@@ -104,7 +107,8 @@ class Float8Dynamic(TorchaoScheme):
 
 
 register(Float8Dynamic("torchao-float8dq", "torchao", 8, ("cuda",), TORCHAO, "torchao",
-                       "float8 (e4m3) dynamic activations + weights, per-row", min_capability=(8, 9)))
+                       "float8 (e4m3) dynamic activations + weights, per-row", min_capability=(8, 9),
+                       matmul_dtype="float8"))
 
 
 class Float8WeightOnly(TorchaoScheme):
