@@ -154,3 +154,34 @@ def test_compiled_quantized_schemes_say_whether_a_graph_covered_the_step(compile
         assert r["info"]["compiled"]["profile"]["kernels_per_token"] > 0
     else:  # a fall-back is allowed only with its reason on the record
         assert graph["reason"] and graph["consequence"]
+
+
+def test_a_gpu_run_is_judged_against_its_own_noise(workdir):
+    """Adaptive runs, the baseline measured again at the end, verdicts with the noise floor,
+    the peak window named, the head's storage recorded, ceilings per matmul dtype."""
+    proc = quantbench("run", "--model", "random:gpt2-124m", "--schemes", "bf16,fp16,torchao-int8wo",
+                      "--prompt-tokens", "64", "--new-tokens", "32", "--max-seconds", "5",
+                      "--log", "", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = export_json(workdir)
+    assert [(r["scheme"], r["role"]) for r in records] == [
+        ("bf16", "measure"), ("fp16", "measure"), ("torchao-int8wo", "measure"),
+        ("bf16", "baseline-repeat")]
+    drift = records[3]["vs_baseline"]["baseline_drift"]
+    for r in records:
+        assert r["status"] == "ok", r["error"]
+        assert r["info"]["timed_runs"]["runs"] >= 5 and r["info"]["warmup"]["done"] >= 2
+        assert r["memory"]["peak_scope"] == "torch peak allocated during the timed runs"
+        assert r["info"]["tables"]["lm_head"]["dtype"] == ("float16" if r["scheme"] == "fp16"
+                                                            else "bfloat16")
+    for r in records[1:3]:
+        speed = r["vs_baseline"]["decode_speedup"]
+        assert speed["verdict"] in ("faster", "slower", "equivalent", "inconclusive")
+        assert speed["threshold"] == pytest.approx(max(0.02, r["vs_baseline"]["noise_floor"]))
+        assert r["vs_baseline"]["noise_floor"] >= abs(drift["ratio"] - 1)
+    profile = records[0]["env"]["hardware"]
+    assert profile["matmul"]["bfloat16"]["flops"] > 1e14
+    major, minor = torch.cuda.get_device_capability(0)
+    if (major, minor) >= (8, 9):
+        assert profile["matmul"]["int8"]["flops"] > 0 and profile["matmul"]["float8"]["flops"] > 0
+    assert records[0]["roofline"]["compute_source"] == "measured bfloat16 matmul"

@@ -236,6 +236,8 @@ def roofline(record: dict, profile: dict) -> dict | None:
 def _prefill_ceiling(record: dict, profile: dict) -> dict:
     params = record["info"].get("parameters")
     prefill = record["metrics"].get("prefill_tok_s")
+    if not (params and prefill):
+        return {}
     kind = _matmul_kind(record)
     rates = profile.get("matmul") or {}
     rate = (rates.get(kind) or {}).get("flops")
@@ -259,11 +261,11 @@ def _prefill_ceiling(record: dict, profile: dict) -> dict:
 
 
 def _matmul_kind(record: dict) -> str:
-    compute = record["scheme_settings"].get("compute_dtype") or "float32"
+    compute = (record.get("scheme_settings") or {}).get("compute_dtype") or "float32"
     try:
         from quantbench.schemes import get
 
-        return get(record["scheme"]).matmul_kind(record["device"].split(":")[0])
+        return get(record["scheme"]).matmul_kind(record.get("device", "cpu").split(":")[0])
     except Exception:  # a plugin scheme not importable where the report is made
         return compute
 

@@ -137,6 +137,7 @@ def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
 
     info.update({"load_s": load_s, "gguf_file": str(path), "gguf_file_bytes": facts["file_bytes"],
                  "gguf_tensor_types": facts["tensor_types"], "llama_threads": threads,
+                 "llama_extra_buffers": engine.extra_buffers_off or "on (llama.cpp's default)",
                  "unread_weight_bytes": facts["unread_weight_bytes"], "tables": facts["tables"],
                  "dtype": "as stored in the GGUF"})
     return _Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,

@@ -54,3 +54,13 @@ class Twin(Scheme):
 
 
 register(Twin("test-fp32-twin", "test", 32, ("cpu", "cuda"), description="fp32, a second time"))
+
+
+class TwinBf16(Scheme):
+    """bf16 under another name: the A/A test on a GPU."""
+
+    def compute_dtype(self, device_type):
+        return "bfloat16"
+
+
+register(TwinBf16("test-bf16-twin", "test", 16, ("cpu", "cuda"), description="bf16, a second time"))

@@ -7,6 +7,8 @@ every scheme sees identical input whatever vocabulary metadata the GGUF carries.
 
 from __future__ import annotations
 
+import contextlib
+
 import ctypes
 import json
 import os
@@ -121,16 +123,54 @@ def file_facts(path: Path) -> dict:
             "file_bytes": path.stat().st_size, "unread_weight_bytes": unread, "tables": tables}
 
 
+def extra_buffers_off_reason(gpu: bool) -> str | None:
+    """Why llama.cpp's extra CPU buffer types (weight repacking, AMX) are turned off here, or
+    None. On CPUs with AMX, llama.cpp repacks quantized weights into an AMX buffer and the first
+    matmul on it segfaults (ggml_backend_amx_mul_mat; seen here with Q8_0 on a 2-core AMX Xeon,
+    llama-cpp-python 0.3.36), so those cells crashed instead of being measured."""
+    if gpu:
+        return None
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return ("this CPU has AMX, whose llama.cpp weight-repacking path segfaults on its first "
+            "matmul: weights stay in llama.cpp's plain CPU layout") if "amx_int8" in flags else None
+
+
+@contextlib.contextmanager
+def _default_model_params(**fields):
+    """Llama() takes no argument for some model params: set them on the defaults it reads."""
+    import llama_cpp.llama_cpp as native
+
+    original = native.llama_model_default_params
+
+    def patched():
+        params = original()
+        for key, value in fields.items():
+            setattr(params, key, value)
+        return params
+
+    native.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        native.llama_model_default_params = original
+
+
 class LlamaCppModel:
     """One llama.cpp context sized for the workload; `generate` mirrors eager.generate."""
 
     def __init__(self, path: Path, n_ctx: int, threads: int, gpu: bool, logits_all: bool = False):
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx),
-                         n_ubatch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
-                         n_gpu_layers=-1 if gpu else 0, use_mmap=False, logits_all=logits_all,
-                         verbose=False)
+        self.extra_buffers_off = extra_buffers_off_reason(gpu)
+        fields = {"use_extra_bufts": False} if self.extra_buffers_off else {}
+        with _default_model_params(**fields):
+            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx),
+                             n_ubatch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
+                             n_gpu_layers=-1 if gpu else 0, use_mmap=False,
+                             logits_all=logits_all, verbose=False)
         self.n_vocab = self.llm.n_vocab()
 
     def _last_logits(self):
