@@ -217,7 +217,7 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                   "tok/s over bf16's of the same size and runtime, measured in the same run on the "
                   "same machine (n/c where the only bf16 cell came from another machine or run: "
                   "such a ratio measures the machines, not the schemes); ~ = equivalent within "
-                  "the 2% margin, ? = inconclusive, (n<5: no claim) = too few runs for a "
+                  "the 2% margin, ? = inconclusive, n<5 = too few runs for a "
                   "claim. Roofline: decode against the "
                   "measured copy bandwidth over the bytes a token reads (weights, less an untied "
                   "embedding table that is only looked up, plus the KV cache; compiled cells read "

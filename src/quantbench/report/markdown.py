@@ -24,14 +24,14 @@ def median_ci_text(summary: dict | None, digits: int = 1) -> str:
 
 # How a ratio's verdict is marked after its figure (measure.stats.verdict says what each means).
 VERDICT_MARKS = {"faster": "", "slower": "", "equivalent": " ~", "inconclusive": " ?",
-                 "no claim": " (n<5: no claim)"}
+                 "no claim": " n<5"}
 LEGEND = ("~ = equivalent (within the margin or the baseline's own drift), ? = inconclusive, "
-          "n<5 = too few runs for a claim")
+          "n<5 = too few runs for a claim, n/c = not compared (measured in another environment)")
 
 
 def ratio_text(ratio: dict) -> str:
     if ratio.get("verdict") == "not comparable":
-        return "not compared (other environment)"
+        return "n/c: other env"
     mark = VERDICT_MARKS.get(ratio.get("verdict"), "" if ratio.get("significant") else " ~")
     return f"{ratio['ratio']:.2f} [{ratio['ci95'][0]:.2f}, {ratio['ci95'][1]:.2f}]{mark}"
 
@@ -49,7 +49,7 @@ def speedup_text(record: dict) -> str:
         return f"1.00 ({record['runtime']} ref)"
     speed = versus.get("decode_speedup")
     if not speed:
-        return "not compared (other environment)" if versus.get("not_comparable") else "-"
+        return "n/c: other env" if versus.get("not_comparable") else "-"
     versus_ref = f" vs {ref}" if ref else ""
     return ratio_text(speed) + versus_ref
 
@@ -60,15 +60,14 @@ def scheme_label(record: dict) -> str:
     return record["scheme"] + (" (baseline)" if record["baseline"] else "")
 
 
-def tables_text(record: dict, size: bool = True) -> str:
+def tables_text(record: dict) -> str:
     """The output head's storage (and whether the input embedding shares it)."""
     tables = (record.get("info") or {}).get("tables") or {}
     head = tables.get("lm_head")
     if not head:
         return "-"
     dtype = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(head["dtype"], head["dtype"])
-    return (f"{dtype}" + (f" {head['bytes'] / 1e6:,.1f} MB" if size else "")
-            + (" tied" if head.get("tied") else ""))
+    return f"{dtype} {head['bytes'] / 1e6:,.1f} MB" + (" tied" if head.get("tied") else "")
 
 
 def ppl_text(record: dict) -> str:

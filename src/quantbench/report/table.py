@@ -6,7 +6,7 @@ from rich.table import Table
 
 from quantbench.config import repetitions_text
 from quantbench.report.markdown import (LEGEND, graph_note, kl_text, median_ci_text, roofline_text,
-                                        runs_text, scheme_label, speedup_text, tables_text)
+                                        runs_text, scheme_label, speedup_text)
 
 
 def _mb(value) -> str:
@@ -21,7 +21,6 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
     table.add_column("runs", justify="right", no_wrap=True)
     table.add_column("TTFT ms", justify="right")
     table.add_column("weights MB", justify="right")
-    table.add_column("lm_head", justify="right", no_wrap=True)
     table.add_column("peak MB", justify="right")
     table.add_column("weights -%", justify="right")
     has_quality = any(r.get("quality") for r in records)
@@ -53,7 +52,6 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
             runs_text(r),
             f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-",
             _mb(r["memory"].get("weights_bytes")),
-            tables_text(r, size=False),
             _mb(r["memory"].get("peak_bytes")),
             f"{reduction:.1f}%" if reduction is not None and not r["baseline"] else "-",
             *quality,
