@@ -6,7 +6,8 @@ how tight an interval it leaves.
 
 Three policies, each a real `quantbench run` (a subprocess per cell, --force, no quality, the
 baseline measured once so the policies are timed alike) into one database:
-  auto     --runs auto (the default: >= 5 runs, stop at a +-1% median interval, <= 60 s a cell)
+  auto     --runs auto (the default: >= 5 runs, stop at a +-1% median interval, <= 30 s a cell)
+  auto60   the same with --max-seconds 60
   fixed10  --warmup 2 --runs 10 (the old default)
   seed     --warmup 10 --runs 100 (the seed project's 100 runs + 10 warm-ups)
 Written: OUT/time-to-result.md (wall time per policy, runs per cell, the median's 95% interval
@@ -22,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-POLICIES = {"auto": ["--runs", "auto"], "fixed10": ["--warmup", "2", "--runs", "10"],
+POLICIES = {"auto": ["--runs", "auto"], "auto60": ["--runs", "auto", "--max-seconds", "60"],
+            "fixed10": ["--warmup", "2", "--runs", "10"],
             "seed": ["--warmup", "10", "--max-warmup", "10", "--runs", "100"]}
 
 

@@ -103,7 +103,7 @@ class LLMBenchmark:
                  eval_stride: int = 256, lm_eval_tasks: list[str] | None = None,
                  lm_eval_include: str | None = None, lm_eval_limit: int | None = None,
                  max_warmup: int = 10, target_ci: float = 0.01, max_runs: int = 100,
-                 max_seconds: float = 60.0, margin: float = 0.02, repeat_baseline: bool = True,
+                 max_seconds: float = 30.0, margin: float = 0.02, repeat_baseline: bool = True,
                  reuse_baseline: bool = False):
         self.model_spec = model
         self.schemes = schemes

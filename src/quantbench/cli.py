@@ -77,7 +77,7 @@ def run(
                                     rich_help_panel="Repetitions and statistics"),
     max_runs: int = typer.Option(100, help="--runs auto: at most this many timed runs.",
                                  rich_help_panel="Repetitions and statistics"),
-    max_seconds: float = typer.Option(60.0, help="--runs auto: stop after this many timed "
+    max_seconds: float = typer.Option(30.0, help="--runs auto: stop after this many timed "
                                       "seconds per cell.", rich_help_panel="Repetitions and statistics"),
     margin: float = typer.Option(0.02, help="Practical-equivalence margin: a speedup whose "
                                  "ratio lies within ± this fraction (or within the baseline's own "

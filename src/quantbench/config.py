@@ -41,7 +41,7 @@ class Repetitions:
     min_runs: int = 5
     max_runs: int = 100
     min_seconds: float = 1.0  # timed seconds before an adaptive run may stop
-    max_seconds: float = 60.0  # timed seconds after which an adaptive run stops anyway
+    max_seconds: float = 30.0  # timed seconds after which an adaptive run stops anyway
 
     @property
     def adaptive(self) -> bool:

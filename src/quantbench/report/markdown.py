@@ -41,7 +41,7 @@ def speedup_text(record: dict) -> str:
     versus = record.get("vs_baseline") or {}
     if record.get("role") == "baseline-repeat":
         drift = versus.get("baseline_drift")
-        return f"{ratio_text(drift)} (drift)" if drift else "-"
+        return ratio_text(drift) if drift else "-"
     if record["baseline"]:
         return "1.00"
     ref = versus.get("speed_reference")

@@ -18,7 +18,6 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
     table.add_column("scheme", no_wrap=True)
     table.add_column("decode tok/s median [CI]", justify="right", no_wrap=True)
     table.add_column("speedup [95% CI]", justify="right", no_wrap=True)
-    table.add_column("runs", justify="right", no_wrap=True)
     table.add_column("TTFT ms", justify="right")
     table.add_column("weights MB", justify="right")
     table.add_column("peak MB", justify="right")
@@ -28,7 +27,10 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
         table.add_column("PPL", justify="right")
         table.add_column("KL ± SE", justify="right", no_wrap=True)
     table.add_column("% roofline", justify="right", no_wrap=True)
-    table.add_column("note")
+    has_note = any(r["status"] != "ok" or r["reused"] or graph_note(r)
+                   or (r.get("quality") or {}).get("error") for r in records)
+    if has_note:
+        table.add_column("note")
     for r in records:
         name = scheme_label(r)
         if r["status"] != "ok":
@@ -49,14 +51,13 @@ def comparison_table(records: list[dict], title: str | None = None) -> Table:
             name,
             median_ci_text(m.get("decode_tok_s")),
             speedup_text(r),
-            runs_text(r),
             f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-",
             _mb(r["memory"].get("weights_bytes")),
             _mb(r["memory"].get("peak_bytes")),
             f"{reduction:.1f}%" if reduction is not None and not r["baseline"] else "-",
             *quality,
             roofline_text(r),
-            note,
+            *([note] if has_note else []),
         )
     return table
 
@@ -86,6 +87,10 @@ def caption(records: list[dict]) -> list[str]:
              f"speedup CI: bootstrap of the ratio of medians; {LEGEND}",
              "peak MB: " + "; ".join(sorted({x["memory"].get("peak_scope") or _old_scope(x)
                                              for x in records if x["status"] == "ok"}))]
+    runs = [f"{scheme_label(x)} {runs_text(x)}" for x in records if x["status"] == "ok"]
+    if runs:
+        lines.append("timed runs + warm-ups: " + ", ".join(runs) + " (unsteady: warm-ups ran out "
+                     "before the rate settled; trend: the timed samples drift with their order)")
     return lines
 
 
