@@ -88,10 +88,13 @@ def test_a_scheme_measured_twice_in_one_run_comes_out_equivalent(workdir):
     again at the end. Neither the twin nor the repeat may be called faster or slower."""
     env = cli_env(QUANTBENCH_PLUGINS="qb_test_plugins")
     # A model big enough that a step is memory work, not ~1 ms of Python whose speed moves
-    # 10-20% from one process to the next on a 2-core machine.
+    # 10-20% from one process to the next on a 2-core machine. Even so, two processes of it
+    # differ by up to ~4% there (seen: 1.042x with a drift of 3.3%), so the margin is set to
+    # what this machine can tell apart; on an H200 the compiled A/A is 1.0006x
+    # (docs/results/2026-11-28-h200-defensible.md).
     proc = quantbench("run", "--model", "random:gpt2-124m", "--prompt-tokens", "16", "--new-tokens",
                       "16", "--schemes", "fp32,test-fp32-twin", "--max-seconds", "8",
-                      cwd=workdir, env=env)
+                      "--margin", "0.06", cwd=workdir, env=env)
     assert proc.returncode == 0, proc.stderr
     records = export_json(workdir)
     assert [(r["scheme"], r["role"]) for r in records] == [
