@@ -162,18 +162,8 @@ def _unread_from_config(config: dict) -> int | None:
     """For cells measured before workers recorded it: an untied input embedding's bytes at the
     compute dtype (no scheme here quantizes embeddings; GGUF cells always recorded it). Read
     from the preset or config.json directly: importing transformers would cost every report."""
-    import json
-    from pathlib import Path
-
-    from quantbench.presets import PRESETS
-
-    model = config["model"]
+    hf = _hf_config(config["model"])
     try:
-        if model["kind"] == "random":
-            hf = PRESETS[model["preset"]].config
-        else:
-            hf = json.loads((Path(model["path"]) / "config.json").read_text())
-            hf = hf.get("text_config", hf)
         if "tie_word_embeddings" not in hf:  # its default differs by architecture
             return None
         if hf["tie_word_embeddings"]:
@@ -277,20 +267,21 @@ def _table_params(record: dict) -> tuple[int, int, bool]:
     emb, head = tables.get("embedding") or {}, tables.get("lm_head") or {}
     if emb.get("parameters") and head.get("parameters"):
         return emb["parameters"], head["parameters"], bool(head.get("tied"))
-    hf = _hf_config(record)
+    hf = _hf_config(record.get("model_config") or {})
     if not hf or "vocab_size" not in hf or "hidden_size" not in hf:
         return 0, 0, True
     n = int(hf["vocab_size"]) * int(hf["hidden_size"])
     return n, n, bool(hf.get("tie_word_embeddings", True))
 
 
-def _hf_config(record: dict) -> dict | None:
+def _hf_config(model: dict) -> dict | None:
+    """A model's HF config as a dict, from the preset or config.json: importing transformers
+    would cost every report seconds."""
     import json
     from pathlib import Path
 
     from quantbench.presets import PRESETS
 
-    model = record.get("model_config") or {}
     try:
         if model.get("kind") == "random":
             return dict(PRESETS[model["preset"]].config)
