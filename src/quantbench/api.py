@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 
 from quantbench import models, prompts
-from quantbench.config import CellConfig, Repetitions, Workload
-from quantbench.errors import UsageError
+from quantbench.config import (CellConfig, Repetitions, Workload, parse_name_list, parse_size,
+                               size_text)
+from quantbench.errors import UsageError, api_message
 from quantbench.quality.plan import QualitySettings
 from quantbench.runtimes import RUNTIMES
 from quantbench.schemes import get as get_scheme
@@ -53,6 +54,21 @@ class RunResult:
     def failed(self) -> int:
         return sum(r["status"] != "ok" for r in self.records)
 
+    @property
+    def optional_failures(self) -> list[str]:
+        """Parts asked for that did not come out (quality, lm-eval tasks, the log), one line
+        each: the run's speed and memory stand, but it is not the whole answer."""
+        out = []
+        for r in self.records:
+            if r["status"] != "ok":
+                continue
+            for part in ("quality", "lm_eval"):
+                error = (r.get(part) or {}).get("error")
+                if error:
+                    name = "quality" if part == "quality" else "lm-eval tasks"
+                    out.append(f"{name} of {r['scheme']}: {error}")
+        return out + [n for n in self.notes if n.startswith("log not written")]
+
     def to_dataframe(self):
         from quantbench.report.exports import flat_rows
         import pandas as pd
@@ -71,7 +87,9 @@ def _device_name(device: str) -> str | None:
 def resolve_device(device: str) -> tuple[str, tuple[int, int] | None]:
     import torch
 
-    device = (device or "auto").strip()
+    device = "auto" if device is None else str(device).strip()
+    if not device:
+        raise UsageError("--device is empty (an unset shell variable?): use auto, cpu, cuda or cuda:N")
     if device == "auto":
         device = "cuda:0" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -89,9 +107,13 @@ def resolve_device(device: str) -> tuple[str, tuple[int, int] | None]:
 
 
 class LLMBenchmark:
-    """Benchmark schemes of one model against a baseline; `run()` returns a RunResult."""
+    """Benchmark schemes of one model against a baseline; `run()` returns a RunResult.
 
-    def __init__(self, model: str = "default", schemes: list[str] | None = None,
+    `schemes` and `lm_eval_tasks` take a list of names or one comma-separated string. Bad
+    input raises `quantbench.errors.UsageError`, whose message names these parameters.
+    """
+
+    def __init__(self, model: str = "default", schemes: list[str] | str | None = None,
                  baseline: str | None = None, device: str = "auto", runtime: str = "eager",
                  batch_size: int = 1, prompt_tokens: int = 128, new_tokens: int = 64,
                  warmup: int = 2, runs: int | str = "auto", db: str = "quantbench.db",
@@ -100,20 +122,32 @@ class LLMBenchmark:
                  force: bool = False, seed: int = 0, progress=None, command: str = "",
                  log: str | None = None, quality: bool | None = None,
                  eval_text: str | None = None, eval_tokens: int = 2048, eval_context: int = 512,
-                 eval_stride: int = 256, lm_eval_tasks: list[str] | None = None,
+                 eval_stride: int = 256, lm_eval_tasks: list[str] | str | None = None,
                  lm_eval_include: str | None = None, lm_eval_limit: int | None = None,
                  max_warmup: int = 10, target_ci: float = 0.01, max_runs: int = 100,
                  max_seconds: float = 30.0, margin: float = 0.02, repeat_baseline: bool = True,
-                 reuse_baseline: bool = False):
+                 reuse_baseline: bool = False, allow_shared: bool = False, wait: bool = False,
+                 cell_memory_limit: int | str | None = "auto", trust_remote_code: bool = False):
+        with self._api_errors():
+            self.schemes = parse_name_list(schemes, "--schemes")
+            lm_eval_tasks = parse_name_list(lm_eval_tasks, "--lm-eval-tasks")
+            runs = Repetitions.parse_runs(runs)
+            self.cell_memory_limit = (cell_memory_limit if cell_memory_limit in ("auto", None)
+                                      or isinstance(cell_memory_limit, int)
+                                      else parse_size(cell_memory_limit))
+        self.allow_shared = allow_shared  # measure although another run holds the device
+        self.wait = wait  # queue behind a run that holds the device instead of refusing
+        self.trust_remote_code = trust_remote_code
         self.model_spec = model
-        self.schemes = schemes
         self.baseline = baseline
         self.device = device
         self.runtime = runtime
         self.workload = Workload(batch_size, prompt_tokens, new_tokens)
-        self.repetitions = Repetitions(warmup=warmup, runs=Repetitions.parse_runs(runs),
-                                       max_warmup=max(max_warmup, warmup), target_ci=target_ci,
-                                       max_runs=max_runs, max_seconds=max_seconds)
+        self.repetitions = Repetitions(warmup=warmup, runs=runs,
+                                       max_warmup=(max(max_warmup, warmup) if isinstance(max_warmup, int)
+                                                   and isinstance(warmup, int) else max_warmup),
+                                       target_ci=target_ci, max_runs=max_runs,
+                                       max_seconds=max_seconds)
         # Differences within this fraction (or within the baseline's own drift, when larger)
         # are reported as equivalent, not as faster or slower.
         self.margin = margin
@@ -134,9 +168,38 @@ class LLMBenchmark:
         self.quality = quality
         self.quality_settings = QualitySettings(eval_text, eval_tokens, eval_context, eval_stride)
         self.lm_eval = (lm_eval_tasks, lm_eval_include, lm_eval_limit) if lm_eval_tasks else None
+        self._lm_eval_options = (lm_eval_include, lm_eval_limit)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _api_errors():
+        """Messages name command-line options; called from Python they name parameters."""
+        try:
+            yield
+        except UsageError as exc:
+            import inspect
+
+            params = inspect.signature(LLMBenchmark.__init__).parameters
+            raise UsageError(api_message(str(exc), params)) from None
 
     # ---- validation, before anything is written ------------------------------------------
     def _check_static(self) -> None:
+        if self.model_spec is not None and not str(self.model_spec).strip():
+            raise UsageError("--model is empty (an unset shell variable?): pass default, "
+                             "random:<preset>, a local HF directory, a .gguf file or a hub id")
+        if self.baseline is not None and not str(self.baseline).strip():
+            raise UsageError("--baseline is empty (an unset shell variable?): name a scheme, or "
+                             "leave it out to take the first of --schemes")
+        if not isinstance(self.runtime, str) or not self.runtime.strip():
+            raise UsageError(f"--runtime is empty: choose one of {', '.join(RUNTIMES)}")
+        if self.force and self.reuse_baseline:
+            raise UsageError("--force measures every cell again and --reuse-baseline takes the "
+                             "baseline from an earlier run: pass one of them")
+        if not self.lm_eval and any(v is not None for v in self._lm_eval_options):
+            raise UsageError("--lm-eval-include and --lm-eval-limit apply to --lm-eval-tasks: "
+                             "name the tasks too, or drop them")
+        if self.quality is False and self.quality_settings.eval_text:
+            raise UsageError("--eval-text is for quality, which --no-quality turns off: drop one")
         self.workload.validate()
         self.repetitions.validate()
         if self.quality is not False:
@@ -148,10 +211,21 @@ class LLMBenchmark:
             raise UsageError(f"--margin is a fraction (0.02 = 2%), got {self.margin!r}")
         if self.cell_timeout is not None and self.cell_timeout <= 0:
             raise UsageError(f"--cell-timeout must be positive, got {self.cell_timeout}")
+        if self.allow_shared and self.wait:
+            raise UsageError("--wait queues behind a run that holds the device and "
+                             "--allow-shared measures beside it: pass one of them")
 
     def _pick_schemes(self, device_type: str, capability) -> tuple[list[str], str]:
         # Canonical names ("bnb-int8:threshold=0.0"), so one scheme is one identity however typed.
-        names = [get_scheme(n).name for n in self.schemes] if self.schemes else None
+        names = None
+        if self.schemes:
+            names = []
+            for typed in self.schemes:
+                name = get_scheme(typed).name
+                if name in names:
+                    self.notes.append(f"'{typed}' is listed twice in --schemes: measured once")
+                else:
+                    names.append(name)
         if names is None:
             names = []
             for slot in DEFAULT_SLOTS[device_type]:
@@ -161,7 +235,10 @@ class LLMBenchmark:
                 else:
                     self.notes.append(f"skipped the {'/'.join(slot)} slot: "
                                       + get_scheme(slot[0]).availability(device_type, capability)[1])
-        baseline = get_scheme(self.baseline).name if self.baseline else names[0]
+        baseline = get_scheme(self.baseline.strip()).name if self.baseline else names[0]
+        if self.schemes and baseline not in names:
+            raise UsageError(f"--baseline {self.baseline} is not one of --schemes "
+                             f"({', '.join(names)}): add it to --schemes, or pick one of them")
         if baseline in names:
             names.remove(baseline)
         names.insert(0, baseline)
@@ -205,12 +282,26 @@ class LLMBenchmark:
                                      f"'{resolved.spec}' is not one: use gguf-q8_0, gguf-q4_k_m, ...")
 
     def _check_outputs(self) -> None:
-        if self.log and Path(self.log).is_dir():
-            raise UsageError(f"--log '{self.log}' is a directory: pass a Markdown file path")
+        """Every path this run will write, checked before anything is measured."""
+        from quantbench import outputs
+
+        if self.log:
+            outputs.check_file(self.log, "--log")
         if self.out:
-            out = Path(self.out)
-            if out.exists() and not out.is_dir():
-                raise UsageError(f"--out '{self.out}' is a file: pass a directory")
+            outputs.check_dir(self.out, "--out")
+        outputs.check_file(self.db, "--db")
+
+    def memory_limit(self, device: str) -> int | None:
+        """--cell-memory-limit in bytes; auto: 90% of the memory available when the run starts,
+        so that one runaway cell fails alone instead of taking the machine down."""
+        if self.cell_memory_limit != "auto":
+            return self.cell_memory_limit
+        try:
+            with open("/proc/meminfo") as fh:
+                info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
+            return int(0.9 * info.get("MemAvailable", info["MemTotal"]))
+        except (OSError, KeyError, ValueError):
+            return None
 
     def _prepare(self):
         self._check_static()
@@ -218,7 +309,8 @@ class LLMBenchmark:
         device_type = device.split(":")[0]
         names, baseline = self._pick_schemes(device_type, capability)
         self._check_outputs()
-        resolved = models.resolve(self.model_spec, on_convert=self._converting)
+        resolved = models.resolve(self.model_spec, on_convert=self._converting,
+                                  trust_remote_code=self.trust_remote_code)
         self.workload.validate(resolved.max_context)
         self._check_runtime_fit(names, resolved)
         quality = lm_eval = None
@@ -306,59 +398,77 @@ class LLMBenchmark:
 
     # ---- the run ---------------------------------------------------------------------------
     def run(self) -> RunResult:
-        from quantbench import environment, executor, identity
+        """Measure every cell and return the run. Ctrl-C or SIGTERM (as KeyboardInterrupt)
+        stops the running cell's processes, marks the run interrupted and re-raises; the same
+        call afterwards resumes that run instead of starting over."""
+        with self._api_errors():
+            return self._run()
+
+    def _plan_id(self, cells: list[CellConfig]) -> str:
+        """What makes two invocations the same run: the cells, in order, and where results go."""
+        from quantbench.config import stable_hash
+
+        return stable_hash([[c.cell_id, c.role] for c in cells] +
+                           [self.out and str(Path(self.out).resolve()),
+                            self.log and str(Path(self.log).resolve())])[:16]
+
+    def _run(self) -> RunResult:
+        from quantbench import devicelock, environment, executor, identity
         from quantbench.analysis import build_records
         from quantbench.report import exports
 
         start = time.perf_counter()
         resolved, device, cells, prompt = self._prepare()
-        env = environment.collect()
-        env["hardware"] = self._hardware_profile(device, env)
-        fingerprint = identity.environment_fingerprint(env, device)
-        cells = [dataclasses.replace(c, environment=fingerprint) for c in cells]
-        fresh = self._measured_fresh(cells)
-        if self.repeat_baseline:
-            cells.append(dataclasses.replace(cells[0], quality=None, lm_eval=None,
-                                             extra={**cells[0].extra, "role": "baseline-repeat"}))
-        store = Store(self.db)  # after validation: bad input leaves no database behind
+        lock = None
+        if not self.allow_shared:
+            waiting = (lambda text: self.progress.note(f"waiting: {text}")) if self.progress else None
+            lock = devicelock.acquire(device, self.command, wait=self.wait, on_wait=waiting)
+        store = None
         try:
+            env = environment.collect()
+            env["hardware"] = self._hardware_profile(device, env)
+            fingerprint = identity.environment_fingerprint(env, device)
+            cells = [dataclasses.replace(c, environment=fingerprint) for c in cells]
+            fresh = self._measured_fresh(cells)
+            if self.repeat_baseline:
+                cells.append(dataclasses.replace(cells[0], quality=None, lm_eval=None,
+                                                 extra={**cells[0].extra, "role": "baseline-repeat"}))
+            memory_limit = self.memory_limit(device)
+            plan_id = self._plan_id(cells)
+            store = Store(self.db)  # after validation: bad input leaves no database behind
             env_id = store.add_env(env)
-            run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-            config = {"model": resolved.to_dict(), "schemes": [c.scheme for c in cells if c.role == "measure"],
-                      "baseline": cells[0].scheme, "device": device, "runtime": self.runtime,
-                      "workload": vars(self.workload), "repetitions": asdict(self.repetitions),
-                      "prompt": prompt, "seed": self.seed, "force": self.force,
-                      "margin": self.margin, "repeat_baseline": self.repeat_baseline,
-                      "reuse_baseline": self.reuse_baseline,
-                      "cell_timeout": self.cell_timeout, "notes": self.notes,
-                      "files": self._planned_files(run_id)}
-            store.begin_run(run_id, config, self.purpose, self.command, env_id)
+            run_id = None if self.force else store.resumable_run(plan_id)
+            done: set[int] = set()
+            if run_id:
+                done = store.positions_done(run_id)
+                self.notes.append(f"resumed run {run_id}, which stopped with {len(done)} of "
+                                  f"{len(cells)} cells measured: those are kept, the rest "
+                                  "measured now")
+            else:
+                run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+                config = {"model": resolved.to_dict(),
+                          "schemes": [c.scheme for c in cells if c.role == "measure"],
+                          "baseline": cells[0].scheme, "device": device, "runtime": self.runtime,
+                          "workload": vars(self.workload), "repetitions": asdict(self.repetitions),
+                          "prompt": prompt, "seed": self.seed, "force": self.force,
+                          "margin": self.margin, "repeat_baseline": self.repeat_baseline,
+                          "reuse_baseline": self.reuse_baseline,
+                          "cell_timeout": self.cell_timeout, "notes": self.notes,
+                          "cell_memory_limit": memory_limit, "allow_shared": self.allow_shared,
+                          "trust_remote_code": self.trust_remote_code, "plan_id": plan_id,
+                          "cells": [c.cell_id for c in cells],
+                          "files": self._planned_files(run_id)}
+                store.begin_run(run_id, config, self.purpose, self.command, env_id)
             if self.progress:
                 self.progress.start(len(cells), resolved, device)
-            ok = failed = 0
-            for position, cell in enumerate(cells):
-                data = cell.to_dict()
-                label = cell.scheme + (" (baseline, again)" if cell.role != "measure" else "")
-                reusable = not self.force and cell.role == "measure" and cell.scheme not in fresh
-                previous = store.find_measured(cell.cell_id) if reusable else None
-                if previous:
-                    store.link_cell(run_id, position, previous[0])
-                    ok += 1
-                    if self.progress:
-                        self.progress.reused(label, previous[1])
-                    continue
-                if self.progress:
-                    self.progress.cell_started(label)
-                started = now()
-                on_event = self.progress.event if self.progress else None
-                result, wall = executor.run_cell(data, self.cell_timeout, on_event)
-                store.add_cell(run_id, position, data, result, env_id, started, wall)
-                ok += result["status"] == "ok"
-                failed += result["status"] != "ok"
-                if self.progress:
-                    self.progress.cell_finished(label, result, wall)
+            try:
+                self._measure(store, run_id, env_id, cells, fresh, done, memory_limit)
+            except KeyboardInterrupt:
+                store.mark_interrupted(run_id, "interrupted (Ctrl-C or SIGTERM)")
+                raise RunInterrupted(run_id, len(store.positions_done(run_id)), len(cells)) from None
             wall_s = time.perf_counter() - start
-            store.end_run(run_id, ok, failed, wall_s)
+            states = [r["status"] for r in store.cells(run_id)]
+            store.end_run(run_id, states.count("ok"), len(states) - states.count("ok"), wall_s)
             records = build_records(store, run_id)
             files = exports.write_run_files(records, self.out, run_id) if self.out else []
             if self.log:
@@ -369,6 +479,46 @@ class LLMBenchmark:
         finally:
             if self.progress:
                 self.progress.stop()
-            store.close()
+            if store is not None:
+                store.close()
+            if lock is not None:
+                lock.release()
         return RunResult(run_id=run_id, db=str(self.db), records=records, files=files,
                          wall_s=wall_s, notes=self.notes)
+
+    def _measure(self, store: Store, run_id: str, env_id: str, cells: list[CellConfig],
+                 fresh: set[str], done: set[int], memory_limit: int | None) -> None:
+        from quantbench import executor
+
+        for position, cell in enumerate(cells):
+            label = cell.scheme + (" (baseline, again)" if cell.role != "measure" else "")
+            if position in done:  # measured before this run was interrupted
+                if self.progress:
+                    self.progress.reused(label, run_id)
+                continue
+            data = cell.to_dict()
+            reusable = not self.force and cell.role == "measure" and cell.scheme not in fresh
+            previous = store.find_measured(cell.cell_id) if reusable else None
+            if previous:
+                store.link_cell(run_id, position, previous[0])
+                if self.progress:
+                    self.progress.reused(label, previous[1])
+                continue
+            if self.progress:
+                self.progress.cell_started(label)
+            started = now()
+            on_event = self.progress.event if self.progress else None
+            result, wall = executor.run_cell(data, self.cell_timeout, on_event, memory_limit)
+            if self.allow_shared:
+                result.setdefault("info", {})["shared"] = True
+            store.add_cell(run_id, position, data, result, env_id, started, wall)
+            if self.progress:
+                self.progress.cell_finished(label, result, wall)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM: what it kept, and how to resume it."""
+
+    def __init__(self, run_id: str, done: int, planned: int):
+        super().__init__(f"run {run_id} interrupted with {done} of {planned} cells measured")
+        self.run_id, self.done, self.planned = run_id, done, planned

@@ -42,6 +42,7 @@ RUN_EXAMPLES = """Examples:
 
 @app.command(epilog=RUN_EXAMPLES)
 def run(
+    ctx: typer.Context,
     model: str = typer.Option("default", "--model", "-m", help="default (the bundled SmolLM2-135M), "
                               "random:<preset>, a local HF directory, a .gguf file or a hub id."),
     schemes: Optional[str] = typer.Option(None, "--schemes", "-s", help="Comma-separated schemes "
@@ -123,22 +124,37 @@ def run(
                                     "it.", rich_help_panel="Quality"),
     lm_eval_tasks: Optional[str] = typer.Option(None, help="Comma-separated lm-evaluation-harness "
                                                 "tasks run on each torch cell's model (needs "
-                                                "quantbench[lm-eval]; offline: tasks of "
+                                                "quantbench\\[lm-eval]; offline: tasks of "
                                                 "--lm-eval-include).", rich_help_panel="Quality"),
     lm_eval_include: Optional[str] = typer.Option(None, help="Folder of lm-eval task YAMLs; their "
                                                   "data_files paths are relative to it.",
                                                   rich_help_panel="Quality"),
     lm_eval_limit: Optional[int] = typer.Option(None, help="At most this many documents per "
                                                 "lm-eval task.", rich_help_panel="Quality"),
+    allow_shared: bool = typer.Option(False, "--allow-shared", help="Measure even while another "
+                                      "quantbench run holds this device; every cell of this run "
+                                      "is flagged as shared and never reused as clean.",
+                                      rich_help_panel="Safety"),
+    wait: bool = typer.Option(False, "--wait", help="If another run holds this device, wait "
+                              "for it to end instead of refusing.", rich_help_panel="Safety"),
+    cell_memory_limit: str = typer.Option("auto", help="Most memory one cell's process may use "
+                                          "(e.g. 8G, 800M; none for no limit); a cell over it "
+                                          "fails with 'out of memory' and the run goes on. auto: "
+                                          "90%% of the memory available at the start.",
+                                          rich_help_panel="Safety"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the Python "
+                                           "code a model folder ships (HF auto_map). Off: such "
+                                           "models are refused. Recorded with the run.",
+                                           rich_help_panel="Safety"),
 ):
     """Benchmark schemes of one model, each cell in its own process, and print the comparison."""
-    from quantbench.api import LLMBenchmark
-    from quantbench.config import parse_scheme_list
+    from quantbench.api import LLMBenchmark, RunInterrupted
     from quantbench.report.progress import RunProgress
-    from quantbench.report.table import caption, comparison_table
+    from quantbench.report.table import caption, print_comparison
 
+    _check_conflicts(ctx, runs, quality)
     bench = LLMBenchmark(
-        model=model, schemes=parse_scheme_list(schemes), baseline=baseline, device=device,
+        model=model, schemes=schemes, baseline=baseline, device=device,
         runtime=runtime, batch_size=batch_size, prompt_tokens=prompt_tokens,
         new_tokens=new_tokens, warmup=warmup, runs=runs, max_warmup=max_warmup,
         target_ci=target_ci, max_runs=max_runs, max_seconds=max_seconds, margin=margin,
@@ -148,23 +164,53 @@ def run(
         progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]),
         log=log or None, quality=quality, eval_text=eval_text, eval_tokens=eval_tokens,
         eval_context=eval_context, eval_stride=eval_stride,
-        lm_eval_tasks=[t.strip() for t in lm_eval_tasks.split(",") if t.strip()] if lm_eval_tasks else None,
-        lm_eval_include=lm_eval_include, lm_eval_limit=lm_eval_limit)
+        lm_eval_tasks=lm_eval_tasks, lm_eval_include=lm_eval_include, lm_eval_limit=lm_eval_limit,
+        allow_shared=allow_shared, wait=wait, cell_memory_limit=cell_memory_limit,
+        trust_remote_code=trust_remote_code)
     try:
         result = bench.run()
-    except KeyboardInterrupt:
-        err.print(f"interrupted: the cells measured so far are kept in {db}")
+    except RunInterrupted as exc:
+        err.print(f"interrupted: run {exc.run_id} keeps the {exc.done} of {exc.planned} cells "
+                  f"measured in {db}; the same command resumes it", highlight=False)
         raise typer.Exit(130)
-    out.print(comparison_table(result.records, title=f"quantbench run {result.run_id}"))
+    except KeyboardInterrupt:
+        err.print("interrupted before any cell started: nothing was measured")
+        raise typer.Exit(130)
+    print_comparison(out, result.records, title=f"quantbench run {result.run_id}")
     for line in caption(result.records):
-        out.print(f"[dim]{line}[/dim]")
+        out.print(f"[dim]{line}[/dim]", highlight=False)
     for note in result.notes:
-        out.print(f"[yellow]note:[/yellow] {note}")
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     out.print(f"database: {result.db}   files: {', '.join(result.files) or '-'}   "
-              f"wall time: {result.wall_s:.0f} s")
+              f"wall time: {result.wall_s:.0f} s", highlight=False)
     if result.failed:
         err.print(f"{result.failed} cell(s) failed; their errors are recorded in {result.db}")
         raise typer.Exit(1)
+    partial = result.optional_failures
+    if partial:
+        for line in partial:
+            err.print(f"[red]not measured:[/red] {line}", highlight=False)
+        raise typer.Exit(3)
+
+
+def _check_conflicts(ctx, runs: str, quality: Optional[bool]) -> None:
+    """Options that would be silently ignored given the others: one line, exit 2."""
+    def given(name: str) -> bool:  # typer vendors its own click: compare by the enum's name
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    if runs.strip().lower() != "auto":
+        ignored = [f"--{n.replace('_', '-')}" for n in ("target_ci", "max_runs", "max_seconds")
+                   if given(n)]
+        if ignored:
+            raise UsageError(f"{', '.join(ignored)}: for --runs auto only, and --runs {runs} is "
+                             "a fixed count: drop one of them")
+    if quality is False:
+        ignored = [f"--{n.replace('_', '-')}" for n in ("eval_text", "eval_tokens", "eval_context",
+                                                       "eval_stride") if given(n)]
+        if ignored:
+            raise UsageError(f"{', '.join(ignored)}: for quality, which --no-quality turns off: "
+                             "drop one of them")
 
 
 @app.command()
@@ -222,7 +268,14 @@ def env(as_json: bool = typer.Option(False, "--json", help="JSON instead of a ta
     elif markdown:
         print(environment.to_markdown(data))
     else:
-        out.print(environment.to_markdown(data))
+        from rich.table import Table
+
+        table = Table(title="environment", title_justify="left", show_header=False)
+        table.add_column("what", style="bold")
+        table.add_column("value")
+        for key, value in environment.rows(data):
+            table.add_row(key, value)
+        out.print(table)
 
 
 @app.command()
@@ -276,13 +329,17 @@ def export(
     from quantbench.report.exports import FORMATS, write_new
     from quantbench.store import Store
 
+    from quantbench import outputs
+
     if fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is not supported: choose one of {', '.join(FORMATS)}")
-    if output and Path(output).exists():
-        raise UsageError(f"--output '{output}' exists: choose a new file name (nothing is overwritten)")
+    if output is not None:
+        outputs.check_file(output, "--output", must_be_new=True)
     store = Store(db, create=False)
     try:
-        records = build_records(store, store.resolve_run(run_id))
+        run = store.resolve_run(run_id)
+        _say_state(store, run)
+        records = build_records(store, run)
     finally:
         store.close()
     text = FORMATS[fmt](records)
@@ -290,6 +347,17 @@ def export(
         write_new(Path(output), text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _say_state(store, run_id: str) -> None:
+    """On stderr, when the run did not finish: its figures are a part of what was planned."""
+    state = store.run_state(run_id)
+    if state["state"] != "finished":
+        planned = f" of {state['cells_planned']}" if state["cells_planned"] else ""
+        how = ("interrupted" if state["state"] == "interrupted" else
+               "unfinished (killed, or still running)")
+        err.print(f"[yellow]note:[/yellow] run {run_id} is {how}: {state['cells_done']}{planned} "
+                  "cells measured; the same `quantbench run` command resumes it", highlight=False)
 
 
 def _terminated(signum, frame):
@@ -304,12 +372,16 @@ def report(
     out_dir: str = typer.Option("quantbench-results", "--out", help="Folder for the dashboards."),
 ):
     """Dashboards of one run: a PNG of every panel and one self-contained interactive HTML file."""
+    from quantbench import outputs
     from quantbench.report.build import write_report
     from quantbench.store import Store
 
+    outputs.check_dir(out_dir, "--out")
     store = Store(db, create=False)
     try:
-        files = write_report(store, store.resolve_run(run_id), out_dir)
+        run = store.resolve_run(run_id)
+        _say_state(store, run)
+        files = write_report(store, run, out_dir)
     finally:
         store.close()
     for f in files:
@@ -371,6 +443,7 @@ def generations(
     store = Store(db, create=False)
     try:
         run = store.resolve_run(run_id)
+        _say_state(store, run)
         entries = rows(build_records(store, run))
     finally:
         store.close()
@@ -402,9 +475,12 @@ def log_command(
     """Rebuild the whole Markdown experiment log from the database."""
     from pathlib import Path
 
+    from quantbench import outputs
     from quantbench.report.log import full_log
     from quantbench.store import Store
 
+    if out_file is not None:
+        outputs.check_file(out_file, "--out")
     store = Store(db, create=False)
     try:
         text = full_log(store)
@@ -414,8 +490,6 @@ def log_command(
         sys.stdout.write(text)
         return
     path = Path(out_file)
-    if path.is_dir():
-        raise UsageError(f"--out '{out_file}' is a directory: pass a file path")
     if path.exists():
         from datetime import datetime
 
@@ -427,10 +501,32 @@ def log_command(
     err.print(f"wrote {path}")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from quantbench import environment
+
+        info = environment.quantbench_version()
+        print(f"quantbench {info}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print quantbench's version (and git commit) and exit.")):
+    pass
+
+
 def main() -> None:
+    from quantbench.devicelock import DeviceBusy
+    from quantbench.errors import FROM_CLI
+
+    FROM_CLI.set(True)
     signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(standalone_mode=False)
+    except DeviceBusy as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(4)
     except UsageError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
@@ -442,6 +538,17 @@ def main() -> None:
     except (ClickAbort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # a bug, not bad input: one line, the traceback on request
+        import os
+
+        if os.environ.get("QUANTBENCH_DEBUG"):
+            raise
+        from quantbench.errors import error_text
+
+        err.print(f"internal error: {error_text(exc)} (a quantbench bug: please report it, with "
+                  "the traceback QUANTBENCH_DEBUG=1 prints)", highlight=False, markup=False,
+                  soft_wrap=True)
+        sys.exit(70)
     sys.exit(code or 0)
 
 

@@ -168,14 +168,54 @@ def stable_hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def parse_scheme_list(text: str | None) -> list[str] | None:
-    if text is None:
+def parse_name_list(value, option: str = "--schemes") -> list[str] | None:
+    """Names from a comma string ("fp32,bf16") or a list of them, stripped, in order. Empty
+    names (",,", a trailing comma, a blank entry) are errors: they are typos, not choices."""
+    if value is None:
         return None
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise UsageError("--schemes is empty: name at least one scheme (see `quantbench schemes`)")
-    seen = []
-    for name in names:
-        if name not in seen:
-            seen.append(name)
-    return seen
+    if isinstance(value, str):
+        parts = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        if not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{option} takes names (strings), got {value!r}")
+        parts = [p for v in value for p in v.split(",")]
+    else:
+        raise UsageError(f"{option} takes a comma-separated string or a list of names, got "
+                         f"{type(value).__name__}")
+    names = [p.strip() for p in parts]
+    if not any(names):
+        raise UsageError(f"{option} is empty: name at least one (an unset shell variable?)")
+    if not all(names):
+        raise UsageError(f"{option} {value if isinstance(value, str) else ','.join(value)!r} has "
+                         "an empty name (two commas in a row, or one at an end): remove it")
+    return names
+
+
+def parse_scheme_list(text) -> list[str] | None:
+    return parse_name_list(text, "--schemes")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+               "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
+
+
+def parse_size(text, option: str = "--cell-memory-limit") -> int | None:
+    """'12G', '800MiB', '1.5GB', a byte count, or 'none' (no limit) -> bytes or None."""
+    import re
+
+    value = str(text).strip().lower().replace(" ", "")
+    if value in ("none", "off", "0"):
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", value)
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise UsageError(f"{option} {text!r} is not a size: write e.g. 8G, 800M, 12GiB or none")
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    if size < 64 * 2**20:
+        raise UsageError(f"{option} {text!r} is below 64 MiB: no cell fits in it (Python and "
+                         "torch alone take more)")
+    return size
+
+
+def size_text(size: int | None) -> str:
+    return "none" if size is None else f"{size / 2**30:.1f} GiB" if size >= 2**30 else \
+        f"{size / 2**20:.0f} MiB"

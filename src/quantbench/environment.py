@@ -102,19 +102,32 @@ def collect() -> dict:
     }
 
 
-def to_markdown(env: dict) -> str:
-    lines = ["| item | value |", "| --- | --- |"]
+def quantbench_version() -> str:
+    import quantbench
+
+    commit = git_commit()
+    return quantbench.__version__ + (f" (git {commit})" if commit else "")
+
+
+def rows(env: dict) -> list[tuple[str, str]]:
+    """(item, value) pairs, the same for the terminal table and the Markdown one."""
+    out = []
     for key in ("quantbench", "git_commit", "os", "python", "cpu", "cpu_cores_logical",
                 "cpu_cores_physical", "ram_bytes", "torch_threads", "cuda"):
         value = env.get(key)
         if key == "ram_bytes" and value:
             value = f"{value / 2**30:.1f} GiB"
-        lines.append(f"| {key} | {value if value is not None else '-'} |")
+        out.append((key, str(value) if value is not None else "-"))
     for gpu in env.get("gpus", []):
-        lines.append(f"| gpu {gpu['index']} | {gpu['name']}, {gpu['memory_bytes'] / 2**30:.1f} GiB, "
-                     f"capability {gpu['capability']}, driver {gpu.get('driver') or '-'} |")
+        out.append((f"gpu {gpu['index']}", f"{gpu['name']}, {gpu['memory_bytes'] / 2**30:.1f} GiB, "
+                    f"capability {gpu['capability']}, driver {gpu.get('driver') or '-'}"))
     if not env.get("gpus"):
-        lines.append("| gpu | none |")
-    for name, version in env.get("libraries", {}).items():
-        lines.append(f"| {name} | {version} |")
+        out.append(("gpu", "none"))
+    out.extend((name, str(version)) for name, version in env.get("libraries", {}).items())
+    return out
+
+
+def to_markdown(env: dict) -> str:
+    lines = ["| item | value |", "| --- | --- |"]
+    lines += [f"| {key} | {value} |" for key, value in rows(env)]
     return "\n".join(lines)

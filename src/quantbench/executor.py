@@ -44,8 +44,59 @@ def _tail(path: Path, limit: int = 3000) -> str:
         return ""
 
 
-def run_cell(cell: dict, timeout_s: float | None, on_event=None) -> tuple[dict, float]:
-    """Measure one cell (its CellConfig dict) in a subprocess; returns (result, wall seconds)."""
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _child_setup(memory_limit: int | None, hard_limit: bool):
+    """Runs in the worker between fork and exec: it dies with its parent (kill -9 of the run
+    leaves no worker holding the device) and, on the CPU, cannot map more than the limit."""
+    def setup():
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+        if memory_limit and hard_limit:
+            import resource
+
+            # RLIMIT_DATA counts the private writable memory a process maps (heap, anonymous
+            # mappings), not reserved address space or mapped files: what filling RAM takes.
+            resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+    return setup
+
+
+_OOM_SIGNS = ("can't allocate memory", "cannot allocate memory", "memoryerror", "std::bad_alloc",
+              "out of memory")
+
+
+def _memory_failure(result: dict, memory_limit: int | None, stderr_tail: str) -> dict:
+    """A cell that ran into --cell-memory-limit says so, with what it tried to allocate."""
+    if not memory_limit or result.get("status") == "ok":
+        return result
+    text = f"{result.get('error', '')}\n{stderr_tail}".lower()
+    if "cuda out of memory" in text.split("\n")[0] or not any(s in text for s in _OOM_SIGNS):
+        return result
+    from quantbench.config import size_text
+
+    return {**result, "error": f"out of memory (limit {size_text(memory_limit)}, "
+                               f"--cell-memory-limit): {result.get('error', '')}".rstrip(": "),
+            "info": {**result.get("info", {}), "memory_limit_bytes": memory_limit}}
+
+
+def run_cell(cell: dict, timeout_s: float | None, on_event=None,
+             memory_limit: int | None = None) -> tuple[dict, float]:
+    """Measure one cell (its CellConfig dict) in a subprocess; returns (result, wall seconds).
+    With `memory_limit` (bytes) the worker cannot map more (CPU cells) and is killed once its
+    resident memory passes it (every cell: also where a hard limit would break CUDA)."""
     with tempfile.TemporaryDirectory(prefix="quantbench-cell-") as tmp:
         tmp = Path(tmp)
         cell_path, result_path, log_path = tmp / "cell.json", tmp / "result.json", tmp / "stderr.log"
@@ -55,11 +106,13 @@ def run_cell(cell: dict, timeout_s: float | None, on_event=None) -> tuple[dict, 
             proc = subprocess.Popen(
                 [sys.executable, "-m", "quantbench.worker", str(cell_path), str(result_path)],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
-                env=_worker_env(), start_new_session=True)
+                env=_worker_env(), start_new_session=True,
+                preexec_fn=_child_setup(memory_limit, not cell["device"].startswith("cuda")))
             lines: queue.Queue = queue.Queue()
             reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
             reader.start()
             timed_out = False
+            over = 0
             try:
                 while True:
                     try:
@@ -76,6 +129,11 @@ def run_cell(cell: dict, timeout_s: float | None, on_event=None) -> tuple[dict, 
                     if timeout_s and time.perf_counter() - start > timeout_s and proc.poll() is None:
                         _kill(proc)
                         timed_out = True
+                    if memory_limit and not over and proc.poll() is None:
+                        rss = _rss_bytes(proc.pid)
+                        if rss > memory_limit:
+                            _kill(proc)
+                            over = rss
             except BaseException:
                 # Interrupted (Ctrl-C, SIGTERM): the worker has its own session, so it would
                 # otherwise live on and hold the GPU.
@@ -87,19 +145,29 @@ def run_cell(cell: dict, timeout_s: float | None, on_event=None) -> tuple[dict, 
         if timed_out:
             return _failure(f"timed out after {timeout_s:g} s (--cell-timeout); the cell was "
                             "killed", stderr_tail), wall
+        if over:
+            from quantbench.config import size_text
+
+            failure = _failure(f"out of memory (limit {size_text(memory_limit)}, "
+                               f"--cell-memory-limit): killed at {size_text(over)} resident",
+                               stderr_tail)
+            failure["info"]["memory_limit_bytes"] = memory_limit
+            return failure, wall
         if result_path.exists():
             result = json.loads(result_path.read_text())
             if result["status"] == "failed":
                 result.setdefault("info", {})["stderr_tail"] = stderr_tail
-            return result, wall
+            return _memory_failure(result, memory_limit, stderr_tail), wall
         code = proc.returncode
         if code < 0:
             name = signal.Signals(-code).name
             hint = " (likely out of memory)" if -code == signal.SIGKILL else ""
-            return _failure(f"worker killed by {name}{hint}", stderr_tail), wall
+            return _memory_failure(_failure(f"worker killed by {name}{hint}", stderr_tail),
+                                   memory_limit, stderr_tail), wall
         last = [ln for ln in stderr_tail.splitlines() if ln.strip()]
-        return _failure(f"worker exited with status {code}: {last[-1] if last else 'no output'}",
-                        stderr_tail), wall
+        return _memory_failure(_failure(f"worker exited with status {code}: "
+                                        f"{last[-1] if last else 'no output'}", stderr_tail),
+                               memory_limit, stderr_tail), wall
 
 
 def _pump(stream, lines: queue.Queue) -> None:

@@ -36,6 +36,9 @@ class ResolvedModel:
     max_context: int | None = None
     vocab_size: int | None = None
     source_gguf: str | None = None  # the .gguf it was converted from, if any
+    # Code from the model's folder runs in every cell (HF auto_map): only when asked for.
+    trust_remote_code: bool = False
+    weights_format: str | None = None  # "safetensors", or "pickle (loaded weights-only)"
 
     @property
     def label(self) -> str:
@@ -51,10 +54,35 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def resolve(spec: str, on_convert=None) -> ResolvedModel:
+def resolve(spec: str, on_convert=None, trust_remote_code: bool = False) -> ResolvedModel:
     """Resolve a SPEC; `on_convert(message)` gives a context manager that shows progress
     around a slow one-time conversion."""
-    spec = (spec or "default").strip()
+    resolved = _resolve(spec, on_convert)
+    _check_remote_code(resolved, trust_remote_code)
+    return resolved
+
+
+def _check_remote_code(resolved: ResolvedModel, trust: bool) -> None:
+    if resolved.path is None:
+        return
+    config = _read_config(Path(resolved.path))
+    asks = bool(config.get("auto_map")) or bool(config.get("trust_remote_code"))
+    if asks and not trust:
+        raise UsageError(f"'{resolved.spec}' asks to run code from its folder (auto_map in "
+                         "config.json): refused. Read that code first; pass "
+                         "--trust-remote-code to run it")
+    if asks:
+        resolved.trust_remote_code = True
+        resolved.fingerprint += ":remote-code"
+        resolved.note = "; ".join(filter(None, [resolved.note, "runs the model folder's own code "
+                                               "(--trust-remote-code)"]))
+
+
+def _resolve(spec: str, on_convert) -> ResolvedModel:
+    spec = "default" if spec is None else str(spec).strip()
+    if not spec:
+        raise UsageError("--model is empty (an unset shell variable?): pass default, "
+                         "random:<preset>, a local HF directory, a .gguf file or a hub id")
     if spec == "default":
         return _resolve_default(on_convert)
     if spec.startswith("random:"):
@@ -99,11 +127,33 @@ def _resolve_dir(spec: str, path: Path, name: str | None = None, note: str = "")
     if not any(n.endswith((".safetensors", ".bin")) for n, _ in files):
         raise UsageError(f"'{path}' holds no .safetensors or .bin weights: pass a complete "
                          "Hugging Face model directory")
-    return ResolvedModel(
+    weights_format = "safetensors"
+    if not any(n.endswith(".safetensors") for n, _ in files):
+        _check_pickles(path)
+        weights_format = "pickle (loaded weights-only)"
+    resolved = ResolvedModel(
         spec=spec, kind="hf_dir", name=name or config.get("_name_or_path") or path.name,
         path=str(path.resolve()), fingerprint="dir:" + stable_hash([config, files])[:16],
         note=note, max_context=config.get("max_position_embeddings"),
         vocab_size=config.get("vocab_size"))
+    resolved.weights_format = weights_format
+    return resolved
+
+
+def _check_pickles(path: Path) -> None:
+    """Pickle checkpoints can run code when loaded. Each must load with torch's weights-only
+    unpickler (tensors and plain containers, nothing else), here, before any cell loads it;
+    one that does not is refused."""
+    import torch
+
+    for file in sorted(path.glob("*.bin")):
+        try:
+            torch.load(file, weights_only=True, map_location="meta")
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"'{file}' is a pickle checkpoint that does not load as plain "
+                             f"tensors ({first[:160]}): refused, since loading it could run "
+                             "code. Convert it to safetensors where you trust it") from None
 
 
 def default_gguf() -> Path:
@@ -143,6 +193,9 @@ def _resolve_gguf(spec: str, path: Path, on_convert, note: str = "") -> Resolved
     if magic != b"GGUF":
         raise UsageError(f"'{spec}' is not a GGUF file (it does not start with the GGUF magic "
                          "bytes): pass a .gguf model, an HF directory, or 'default'")
+    from quantbench import gguf_check
+
+    gguf_check.check(path, spec)
     target = cache_dir() / "models" / f"{path.stem}-{_file_fingerprint(path)}"
     if not (target / "config.json").exists():
         message = f"Converting {path.name} to safetensors once (cached in {target})"
@@ -219,8 +272,9 @@ def load(model: dict, dtype, device: str, seed: int = 0):
     if model["kind"] == "random":
         net = _random_model(build_config(PRESETS[model["preset"]]), dtype, device, seed)
     else:
-        net = AutoModelForCausalLM.from_pretrained(model["path"], dtype=dtype,
-                                                   attn_implementation=ATTENTION)
+        net = AutoModelForCausalLM.from_pretrained(
+            model["path"], dtype=dtype, attn_implementation=ATTENTION,
+            trust_remote_code=bool(model.get("trust_remote_code")))
         net.to(device)
         if device == "cpu":
             _own_memory(net)
@@ -301,4 +355,4 @@ def config_of(model: dict):
 def load_tokenizer(model: ResolvedModel):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model.path)
+    return AutoTokenizer.from_pretrained(model.path, trust_remote_code=model.trust_remote_code)

@@ -39,11 +39,15 @@ CREATE TABLE IF NOT EXISTS run_cells (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     cell_row INTEGER NOT NULL REFERENCES cells(cell_row), position INTEGER NOT NULL,
     reused INTEGER NOT NULL, PRIMARY KEY (run_id, cell_row));
+CREATE TABLE IF NOT EXISTS run_interrupts (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), at TEXT NOT NULL, reason TEXT NOT NULL,
+    cells_done INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
     cell_row INTEGER NOT NULL REFERENCES cells(cell_row), metric TEXT NOT NULL,
     idx INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY (cell_row, metric, idx));
 """
-_APPEND_ONLY = ("runs", "run_ends", "cells", "run_cells", "samples", "environments")
+_APPEND_ONLY = ("runs", "run_ends", "cells", "run_cells", "samples", "environments",
+                "run_interrupts")
 
 
 def now() -> str:
@@ -133,27 +137,82 @@ class Store:
             db.execute("INSERT INTO run_cells VALUES (?, ?, ?, 0)", (run_id, row, position))
         return row
 
+    def mark_interrupted(self, run_id: str, reason: str) -> None:
+        """Ctrl-C or SIGTERM: the run stops here; the same command resumes it."""
+        with self.tx() as db:
+            done = db.execute("SELECT COUNT(*) FROM run_cells WHERE run_id=?", (run_id,)).fetchone()[0]
+            db.execute("INSERT INTO run_interrupts VALUES (?, ?, ?, ?)", (run_id, now(), reason, done))
+
     def link_cell(self, run_id: str, position: int, cell_row: int) -> None:
         with self.tx() as db:
             db.execute("INSERT INTO run_cells VALUES (?, ?, ?, 1)", (run_id, cell_row, position))
 
     # ---- reads ----------------------------------------------------------------------------
     def find_measured(self, cell_id: str) -> tuple[int, str] | None:
-        row = self.db.execute("SELECT cell_row, run_id FROM cells WHERE cell_id=? AND status='ok' "
-                              "ORDER BY cell_row DESC LIMIT 1", (cell_id,)).fetchone()
-        return (row[0], row[1]) if row else None
+        """The newest clean measurement of a cell: ok, and not measured under contention or
+        with --allow-shared (those are kept and shown, never reused as clean)."""
+        for row, run_id, info in self.db.execute(
+                "SELECT cell_row, run_id, info FROM cells WHERE cell_id=? AND status='ok' "
+                "ORDER BY cell_row DESC", (cell_id,)):
+            if not contention_flag(json.loads(info)):
+                return row, run_id
+        return None
 
     def run_ids(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT run_id FROM runs ORDER BY created_at, rowid")]
+
+    def run_state(self, run_id: str) -> dict:
+        """finished / interrupted / unfinished (killed, or still running), and cells stored."""
+        done = self.db.execute("SELECT COUNT(*) FROM run_cells WHERE run_id=?", (run_id,)).fetchone()[0]
+        end = self.db.execute("SELECT finished_at FROM run_ends WHERE run_id=?", (run_id,)).fetchone()
+        stops = self.db.execute("SELECT at, reason FROM run_interrupts WHERE run_id=? ORDER BY rowid",
+                                (run_id,)).fetchall()
+        planned = len(json.loads(self.db.execute("SELECT config FROM runs WHERE run_id=?",
+                                                 (run_id,)).fetchone()[0]).get("cells") or [])
+        state = "finished" if end else "interrupted" if stops else "unfinished"
+        return {"state": state, "cells_done": done, "cells_planned": planned or None,
+                "interruptions": [{"at": a, "reason": r} for a, r in stops]}
+
+    def complete_run_ids(self) -> list[str]:
+        """Runs that ended and hold at least one cell: what 'latest' may mean."""
+        return [r[0] for r in self.db.execute(
+            "SELECT r.run_id FROM runs r JOIN run_ends e USING (run_id) WHERE EXISTS "
+            "(SELECT 1 FROM run_cells c WHERE c.run_id = r.run_id) ORDER BY r.created_at, r.rowid")]
+
+    def resumable_run(self, plan_id: str) -> str | None:
+        """The newest run of this very plan that stopped before its end (interrupted or killed)."""
+        for run_id, config in self.db.execute(
+                "SELECT run_id, config FROM runs WHERE run_id NOT IN (SELECT run_id FROM run_ends) "
+                "ORDER BY created_at DESC, rowid DESC"):
+            if json.loads(config).get("plan_id") == plan_id:
+                return run_id
+        return None
+
+    def positions_done(self, run_id: str) -> set[int]:
+        return {r[0] for r in self.db.execute("SELECT position FROM run_cells WHERE run_id=?", (run_id,))}
 
     def resolve_run(self, run_id: str | None) -> str:
         runs = self.run_ids()
         if not runs:
             raise UsageError(f"'{self.path}' holds no runs yet: run `quantbench run` first")
+        if run_id is not None and not str(run_id).strip():
+            raise UsageError("--run is empty: pass a run id, a prefix of one, or latest")
         if run_id in (None, "latest"):
-            return runs[-1]
-        matches = [r for r in runs if r == run_id or r.startswith(run_id)]
-        if len(matches) != 1:
+            complete = self.complete_run_ids()
+            if not complete:
+                raise UsageError(f"'{self.path}' holds no finished run with a measured cell "
+                                 f"(the last, {runs[-1]}, did not finish): run the same command "
+                                 "again to resume it, or pass --run ID")
+            return complete[-1]
+        run_id = str(run_id).strip()
+        if run_id in runs:
+            return run_id
+        matches = [r for r in runs if r.startswith(run_id)]
+        if len(matches) > 1:
+            raise UsageError(f"run prefix '{run_id}' is ambiguous: it matches {len(matches)} runs "
+                             f"({', '.join(matches[:4])}{', ...' if len(matches) > 4 else ''}): "
+                             "give more of the id")
+        if not matches:
             raise UsageError(f"run '{run_id}' not found in '{self.path}' (runs: "
                              f"{', '.join(runs[-5:])}{' ...' if len(runs) > 5 else ''})")
         return matches[0]
@@ -199,6 +258,16 @@ class Store:
                 "SELECT metric, value FROM samples WHERE cell_row=? ORDER BY metric, idx", (cell_row,)):
             out.setdefault(metric, []).append(value)
         return out
+
+
+def contention_flag(info: dict) -> str | None:
+    """Why a cell's figures are not clean (measured under contention, or with --allow-shared),
+    or None."""
+    load = info.get("contention") or {}
+    reasons = [load["reason"]] if load.get("contended") else []
+    if info.get("shared"):
+        reasons.append("measured with --allow-shared")
+    return "; ".join(reasons) or None
 
 
 def _without_prompt_ids(cell: dict) -> dict:

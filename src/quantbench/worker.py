@@ -233,6 +233,7 @@ def measure_cell(cell) -> dict:
     import torch
 
     from quantbench.measure import loop, memory, telemetry
+    from quantbench.measure.contention import LoadSampler
     from quantbench.schemes import get
 
     device = cell.device
@@ -253,6 +254,7 @@ def measure_cell(cell) -> dict:
     reset: dict = {}
     sampler = (telemetry.GPUSampler(torch.device(device).index or 0) if device_type == "cuda"
                else None)
+    load = LoadSampler(device)
     w = cell.workload
     with contextlib.ExitStack() as during_timed_runs:
         def before_timed():
@@ -264,6 +266,7 @@ def measure_cell(cell) -> dict:
             reset.update(memory.reset_peak_rss_checked())
             if sampler is not None:
                 during_timed_runs.enter_context(sampler)
+            during_timed_runs.enter_context(load)  # entered last: closed first, at the last run
 
         timed = loop.run(engine.generate, cell.prompt["ids"], w, cell.repetitions, before_timed,
                          progress)
@@ -314,7 +317,8 @@ def measure_cell(cell) -> dict:
             "torch": torch.__version__, "pid": os.getpid(), "output_ids": timed.output_ids,
             "energy": (sampler.energy(w.batch_size * w.new_tokens * runs_done) if sampler
                        else {"reason": "CPU run: no NVML energy counter"}),
-            "kv_bytes_per_position": _kv_bytes_per_position(cell, scheme, device_type)}
+            "kv_bytes_per_position": _kv_bytes_per_position(cell, scheme, device_type),
+            "contention": load.result()}
     if quality is not None:
         info["quality"] = quality
     if lm_eval is not None:

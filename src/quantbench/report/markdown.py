@@ -104,8 +104,10 @@ def results_table(records: list[dict]) -> str:
         versus = r.get("vs_baseline") or {}
         speed_text = speedup_text(r)
         reduction = versus.get("weights_reduction_pct")
+        status = "ok" + (" (reused)" if r["reused"] else "") + (
+            f" ({_cell(contention_note(r))})" if contention_note(r) else "")
         lines.append(
-            f"| {name} | ok{' (reused)' if r['reused'] else ''} | {median_ci_text(m.get('decode_tok_s'))} "
+            f"| {name} | {status} | {median_ci_text(m.get('decode_tok_s'))} "
             f"| {speed_text} | {runs_text(r)} | {m['ttft_ms']['median']:.1f} "
             f"| {m['prefill_tok_s']['median']:.0f} "
             f"| {r['memory'].get('weights_bytes', 0) / 1e6:,.1f} | {tables_text(r)} "
@@ -186,6 +188,13 @@ def summary(records: list[dict]) -> list[str]:
     if base.get("random_weights"):
         out.append("Random weights: these figures are valid for speed and memory only.")
     out.extend(roofline_summary(records))
+    over = over_ceiling_note(records)
+    if over:
+        out.append(over[0].upper() + over[1:] + ".")
+    contended = [f"{r['scheme']} ({contention_note(r)})" for r in records if contention_note(r)]
+    if contended:
+        out.append("Measured under contention, so slower than the device allows and never reused "
+                   "as clean: " + "; ".join(contended) + ".")
     return out
 
 
@@ -207,12 +216,26 @@ def drift_summary(records: list[dict]) -> list[str]:
 
 
 def graph_note(record: dict) -> str:
-    """For a compiled cell on a GPU that did not replay one CUDA graph per token: why."""
+    """For a compiled cell that did not replay one CUDA graph per token: why."""
     compiled = record.get("info", {}).get("compiled") or {}
     graph = compiled.get("cuda_graph") or {}
-    if not compiled or graph.get("captured") or not record["device"].startswith("cuda"):
+    if not compiled or graph.get("captured"):
         return ""
+    if not record["device"].startswith("cuda"):
+        return "compiled, no CUDA graph on a CPU"
     return f"no CUDA graph ({graph.get('reason', 'not recorded')})"
+
+
+def contention_note(record: dict) -> str:
+    from quantbench.store import contention_flag
+
+    flag = contention_flag(record.get("info") or {})
+    return f"contended: {flag}" if flag else ""
+
+
+# Above the measured ceiling: the bytes per token were read from a faster level than the one
+# the ceiling measured (caches hold a small model's weights), or the ceiling was measured low.
+OVER_CEILING = "!"
 
 
 def roofline_text(record: dict) -> str:
@@ -220,7 +243,18 @@ def roofline_text(record: dict) -> str:
     if "ceiling_tok_s" not in roof:
         return "-"
     pct = roof["achieved_pct"]
-    return f"{pct:.{1 if pct < 10 else 0}f}% of {roof['ceiling_tok_s']:,.0f}"
+    mark = OVER_CEILING if pct > 100 else ""
+    return f"{pct:.{1 if pct < 10 else 0}f}%{mark} of {roof['ceiling_tok_s']:,.0f}"
+
+
+def over_ceiling_note(records: list[dict]) -> str:
+    over = [r for r in records if ((r.get("roofline") or {}).get("achieved_pct") or 0) > 100]
+    if not over:
+        return ""
+    return (f"{OVER_CEILING} above 100% of the roofline ({', '.join(scheme_label(r) for r in over)}): "
+            "faster than the measured memory ceiling allows, so the bytes per token were partly "
+            "served from caches (the weights fit in them) or the ceiling was measured low; such "
+            "a figure bounds nothing")
 
 
 def roofline_summary(records: list[dict]) -> list[str]:

@@ -50,12 +50,23 @@ class RunProgress:
             self.bar.remove_task(self.current)
             self.current = None
         if result["status"] == "ok":
+            from rich.markup import escape
+
+            from quantbench.store import contention_flag
+
             median = sorted(result["metrics"].get("decode_tok_s", [0]))
-            self.bar.console.print(f"  [green]ok[/green] {scheme}: {median[len(median) // 2]:.1f} "
-                                   f"decode tok/s ({wall:.0f} s)")
+            flag = contention_flag(result.get("info") or {})
+            self.bar.console.print(f"  [green]ok[/green] {escape(scheme)}: {median[len(median) // 2]:.1f} "
+                                   f"decode tok/s ({wall:.0f} s)"
+                                   + (f" [yellow]contended: {escape(flag)}[/yellow]" if flag else ""))
         else:
             self.bar.console.print(f"  [red]failed[/red] {scheme}: {result['error']}")
         self.bar.advance(self.cells)
+
+    def note(self, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]{escape(text)}[/yellow]")
 
     def reused(self, scheme: str, run_id: str) -> None:
         self.bar.console.print(f"  [cyan]reused[/cyan] {scheme}: measured in run {run_id} "

@@ -2,64 +2,152 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from rich.table import Table
 
 from quantbench.config import repetitions_text
-from quantbench.report.markdown import (LEGEND, graph_note, kl_text, median_ci_text, roofline_text,
-                                        runs_text, scheme_label, speedup_text)
+from quantbench.report.markdown import (LEGEND, contention_note, graph_note, kl_text, median_ci_text,
+                                        over_ceiling_note, roofline_text, runs_text, scheme_label,
+                                        speedup_text)
 
 
 def _mb(value) -> str:
     return f"{value / 1e6:,.1f}" if value else "-"
 
 
-def comparison_table(records: list[dict], title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("scheme", no_wrap=True)
-    table.add_column("decode tok/s median [CI]", justify="right", no_wrap=True)
-    table.add_column("speedup [95% CI]", justify="right", no_wrap=True)
-    table.add_column("TTFT ms", justify="right")
-    table.add_column("weights MB", justify="right")
-    table.add_column("peak MB", justify="right")
-    table.add_column("weights -%", justify="right")
-    has_quality = any(r.get("quality") for r in records)
-    if has_quality:
-        table.add_column("PPL", justify="right")
-        table.add_column("KL ± SE", justify="right", no_wrap=True)
-    table.add_column("% roofline", justify="right", no_wrap=True)
-    has_note = any(r["status"] != "ok" or r["reused"] or graph_note(r)
-                   or (r.get("quality") or {}).get("error") for r in records)
-    if has_note:
-        table.add_column("note")
+@dataclass(frozen=True)
+class Column:
+    header: str
+    value: Callable[[dict], str]  # an ok record -> its text
+    justify: str = "right"
+    when: Callable[[list], bool] = lambda records: True  # shown only when this holds
+
+
+def _ttft(r):
+    m = r["metrics"]
+    return f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-"
+
+
+def _reduction(r):
+    value = (r.get("vs_baseline") or {}).get("weights_reduction_pct")
+    return f"{value:.1f}%" if value is not None and not r["baseline"] else "-"
+
+
+def _has_quality(records):
+    return any(r.get("quality") for r in records)
+
+
+def _ppl(r):
+    q = r.get("quality") or {}
+    return f"{q['ppl']:.2f}" if "ppl" in q else "-"
+
+
+def note_text(r: dict) -> str:
+    """Why a row reads as it does: failed, reused, contended, no CUDA graph, quality failed."""
+    if r["status"] != "ok":
+        return f"failed: {r['error']}"
+    parts = [f"reused from {r['measured_in_run']}" if r["reused"] else "", contention_note(r),
+             graph_note(r)]
+    for part, name in (("quality", "quality"), ("lm_eval", "lm-eval")):
+        error = (r.get(part) or {}).get("error")
+        if error:
+            parts.append(f"{name} failed: {error}")
+    return "; ".join(p for p in parts if p)
+
+
+# The run table, in the order read: speed, then memory, then quality, then the ceiling.
+COLUMNS = [
+    Column("decode tok/s median [CI]", lambda r: median_ci_text(r["metrics"].get("decode_tok_s"))),
+    Column("speedup [95% CI]", speedup_text),
+    Column("TTFT ms", _ttft),
+    Column("weights MB", lambda r: _mb(r["memory"].get("weights_bytes"))),
+    Column("peak MB", lambda r: _mb(r["memory"].get("peak_bytes"))),
+    Column("weights -%", _reduction),
+    Column("PPL", _ppl, when=_has_quality),
+    Column("KL ± SE", kl_text, when=_has_quality),
+    Column("% roofline", roofline_text),
+]
+_SCHEME = "scheme"
+_NOTE = "note"
+
+
+def _texts(records, columns):
+    rows = []
     for r in records:
-        name = scheme_label(r)
-        if r["status"] != "ok":
-            table.add_row(name, *["-"] * (len(table.columns) - 2), f"[red]failed: {r['error']}[/red]")
-            continue
-        m = r["metrics"]
-        versus = r.get("vs_baseline") or {}
-        reduction = versus.get("weights_reduction_pct")
-        note = " ".join(filter(None, [f"reused from {r['measured_in_run']}" if r["reused"] else "",
-                                      graph_note(r)]))
-        quality = []
-        if has_quality:
-            q = r.get("quality") or {}
-            quality = [f"{q['ppl']:.2f}" if "ppl" in q else "-", kl_text(r)]
-            if q.get("error"):
-                note = (note + " " if note else "") + f"[red]quality failed: {q['error']}[/red]"
-        table.add_row(
-            name,
-            median_ci_text(m.get("decode_tok_s")),
-            speedup_text(r),
-            f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-",
-            _mb(r["memory"].get("weights_bytes")),
-            _mb(r["memory"].get("peak_bytes")),
-            f"{reduction:.1f}%" if reduction is not None and not r["baseline"] else "-",
-            *quality,
-            roofline_text(r),
-            *([note] if has_note else []),
-        )
+        ok = r["status"] == "ok"
+        rows.append([scheme_label(r)] + [c.value(r) if ok else "-" for c in columns])
+    return rows
+
+
+def _width(header: str, cells: list[str]) -> int:
+    """Room a column needs: its widest cell, and its header's longest word (headers wrap)."""
+    return max([len(w) for w in header.split()] + [len(c) for c in cells] + [1])
+
+
+def _build(title, headers, widths, rows, styles=None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for i, (header, width) in enumerate(zip(headers, widths)):
+        table.add_column(header, justify="left" if i == 0 or header == _NOTE else "right",
+                         no_wrap=header != _NOTE, min_width=width)
+    for k, row in enumerate(rows):
+        style = (styles or {}).get(k)
+        table.add_row(*row, style=style)
     return table
+
+
+def comparison_tables(records: list[dict], title: str | None = None, width: int = 160
+                      ) -> tuple[list[Table], list[str]]:
+    """The run table laid out for a terminal `width` columns wide: one table when it fits,
+    else the columns stacked into several tables (the scheme repeated in each), never a
+    column squeezed out. Returns (tables, note lines printed below when no note column fits)."""
+    columns = [c for c in COLUMNS if c.when(records)]
+    rows = _texts(records, columns)
+    headers = [_SCHEME] + [c.header for c in columns]
+    widths = [_width(h, [row[i] for row in rows]) for i, h in enumerate(headers)]
+    notes = [note_text(r) for r in records]
+    styles = {k: "red" for k, r in enumerate(records) if r["status"] != "ok"}
+
+    def span(ws):  # box borders and one space of padding either side of each cell
+        return sum(ws) + 3 * len(ws) + 1
+
+    if any(notes):
+        note_width = _width(_NOTE, notes)
+        if span(widths + [note_width]) <= width:
+            return [_build(title, headers + [_NOTE], widths + [note_width],
+                           [row + [n] for row, n in zip(rows, notes)], styles)], []
+    groups, current = [], [0]
+    for i in range(1, len(headers)):
+        if span([widths[j] for j in current + [i]]) > width and len(current) > 1:
+            groups.append(current)
+            current = [0]
+        current.append(i)
+    groups.append(current)
+    tables = []
+    for n, group in enumerate(groups):
+        part = f" ({n + 1}/{len(groups)})" if len(groups) > 1 else ""
+        tables.append(_build((title or "") + part if title or part else None,
+                             [headers[i] for i in group], [widths[i] for i in group],
+                             [[row[i] for i in group] for row in rows], styles))
+    below = [f"{scheme_label(r)}: {n}" for r, n in zip(records, notes) if n]
+    return tables, below
+
+
+def comparison_table(records: list[dict], title: str | None = None) -> Table:
+    """One table, as wide as it needs (Markdown-like renderers, wide terminals)."""
+    tables, _ = comparison_tables(records, title, width=10_000)
+    return tables[0]
+
+
+def print_comparison(console, records: list[dict], title: str | None = None) -> None:
+    from rich.markup import escape
+
+    tables, below = comparison_tables(records, title, width=console.width)
+    for table in tables:
+        console.print(table)
+    for line in below:
+        console.print(f"[yellow]note:[/yellow] {escape(line)}", highlight=False)
 
 
 def runtimes(records: list[dict]) -> str:
@@ -79,14 +167,21 @@ def caption(records: list[dict]) -> list[str]:
     w = r["workload"]
     levels = sorted({f"{x['metrics']['decode_tok_s']['median_ci_level']:.1%}"
                      for x in records if 'decode_tok_s' in x['metrics']})
+    coverage = f" (coverage {', '.join(levels)})" if levels else ""
     lines = [f"model: {r['model']} ({r['model_label']})" if r["model_label"] else f"model: {r['model']}",
              f"device: {r['device']}   runtime: {runtimes(records)}   batch {w['batch_size']}, "
              f"{w['prompt_tokens']} prompt + {w['new_tokens']} new tokens (EOS ignored)   "
              f"{repetitions_text(r['repetitions'])} per scheme",
-             f"decode CI: order-statistic interval for the median (coverage {', '.join(levels)}); "
+             f"decode CI: order-statistic interval for the median{coverage}; "
              f"speedup CI: bootstrap of the ratio of medians; {LEGEND}",
-             "peak MB: " + "; ".join(sorted({x["memory"].get("peak_scope") or _old_scope(x)
-                                             for x in records if x["status"] == "ok"}))]
+             ]
+    scopes = sorted({x["memory"].get("peak_scope") or _old_scope(x)
+                     for x in records if x["status"] == "ok"})
+    if scopes:
+        lines.append("peak MB: " + "; ".join(scopes))
+    over = over_ceiling_note(records)
+    if over:
+        lines.append(over)
     runs = [f"{scheme_label(x)} {runs_text(x)}" for x in records if x["status"] == "ok"]
     if runs:
         lines.append("timed runs + warm-ups: " + ", ".join(runs) + " (unsteady: warm-ups ran out "

@@ -141,7 +141,9 @@ def get(spec: str) -> Scheme:
     _load_plugins()
     name, *assignments = spec.split(":")
     if name not in _SCHEMES:
-        close = difflib.get_close_matches(name, list(_SCHEMES), n=3)
+        by_lower = {n.lower(): n for n in _SCHEMES}
+        close = ([by_lower[name.lower()]] if name.lower() in by_lower else
+                 [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3)])
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UsageError(f"unknown scheme '{name}'{hint}: `quantbench schemes` lists them")
     scheme = _SCHEMES[name]

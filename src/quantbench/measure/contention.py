@@ -1,0 +1,134 @@
+"""How busy the machine was with other work while a cell's timed runs ran.
+
+CPU: all cores' busy time (/proc/stat) less this process's own (os.times), over the wall time,
+in cores. GPU: compute processes on the cell's GPU other than this one (NVML). A cell is
+contended when others used at least CONTENDED_CORES (or 5% of the cores, on big machines) or
+another process computed on its GPU; such a cell is flagged in every output and never reused.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+CONTENDED_CORES = 0.3
+# Below this many CPU-seconds of other work nothing is claimed: /proc/stat counts in 10 ms
+# ticks, so a window of a few hundredths of a second cannot tell 0.3 cores from rounding.
+MIN_OTHER_SECONDS = 0.1
+
+
+def _cpu_busy_s() -> float | None:
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_s() -> float:
+    """This process and the run that started it (its progress display is not contention)."""
+    t = os.times()
+    return t.user + t.system + _process_s(os.getppid())
+
+
+def _process_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _gpu_others(index: int) -> list[int] | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        procs = pynvml.nvmlDeviceGetComputeProcesses(handle)
+    except Exception:
+        return None
+    return sorted({p.pid for p in procs} - {os.getpid()})
+
+
+def _nvml_index(device: str) -> int | None:
+    """NVML counts every GPU of the host; torch counts the visible ones."""
+    if not device.startswith("cuda"):
+        return None
+    index = int(device.split(":")[1]) if ":" in device else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        parts = [p.strip() for p in visible.split(",")]
+        if index < len(parts) and parts[index].isdigit():
+            return int(parts[index])
+    return index
+
+
+class LoadSampler:
+    """`with LoadSampler(device) as s: ...` then `s.result()`."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.gpu_index = _nvml_index(device)
+        self.cores = os.cpu_count() or 1
+        self._start = None
+        self._gpu_pids: set[int] = set()
+        self._gpu_known = False
+
+    def _gpu_sample(self) -> None:
+        if self.gpu_index is None:
+            return
+        pids = _gpu_others(self.gpu_index)
+        if pids is not None:
+            self._gpu_known = True
+            self._gpu_pids.update(pids)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            self._gpu_sample()
+
+    def __enter__(self):
+        self._gpu_sample()
+        self._stop = threading.Event()
+        self._thread = None
+        if self._gpu_known:  # a process that comes and goes mid-run is seen too
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        self._start = (time.monotonic(), _cpu_busy_s(), _own_s())
+        return self
+
+    def __exit__(self, *exc):
+        self._end = (time.monotonic(), _cpu_busy_s(), _own_s())
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._gpu_sample()
+
+    def result(self) -> dict:
+        (t0, busy0, own0), (t1, busy1, own1) = self._start, self._end
+        wall = max(t1 - t0, 1e-9)
+        out: dict = {"cpu_cores": self.cores, "seconds": wall}
+        reasons = []
+        if busy0 is not None and busy1 is not None:
+            other_s = max(0.0, (busy1 - busy0) - (own1 - own0))
+            others = other_s / wall
+            out["other_cpu_cores"] = others
+            limit = max(CONTENDED_CORES, 0.05 * self.cores)
+            out["other_cpu_threshold"] = limit
+            if others >= limit and other_s >= MIN_OTHER_SECONDS:
+                reasons.append(f"other processes used {others:.1f} of {self.cores} CPU cores")
+        else:
+            out["other_cpu_cores"] = None
+        if self.gpu_index is not None:
+            out["gpu_other_pids"] = sorted(self._gpu_pids) if self._gpu_known else None
+            if self._gpu_pids:
+                reasons.append(f"{len(self._gpu_pids)} other process(es) computed on the GPU "
+                               f"(pid {', '.join(map(str, sorted(self._gpu_pids)))})")
+        out["contended"] = bool(reasons)
+        if reasons:
+            out["reason"] = "; ".join(reasons)
+        return out
