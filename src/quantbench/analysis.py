@@ -22,7 +22,9 @@ def build_records(store, run_id: str) -> list[dict]:
     for cell in cells:
         cell_env = envs.setdefault(cell["env_id"], store.env(cell["env_id"]) if cell["env_id"] else {})
         records.append(_record(run_id, cell, env, cell_env))
+    state = store.run_state(run_id)["state"]  # finished, interrupted or unfinished
     for record in records:
+        record["run_state"] = state
         record["roofline"] = roofline(record, env.get("hardware") or {})
     margin = run["config"].get("margin", DEFAULT_MARGIN)
     comparison = Comparison.of(records, margin)

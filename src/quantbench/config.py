@@ -217,5 +217,5 @@ def parse_size(text, option: str = "--cell-memory-limit") -> int | None:
 
 
 def size_text(size: int | None) -> str:
-    return "none" if size is None else f"{size / 2**30:.1f} GiB" if size >= 2**30 else \
-        f"{size / 2**20:.0f} MiB"
+    return "none" if size is None else f"{size / 1e9:.1f} GB" if size >= 1e9 else \
+        f"{size / 1e6:.0f} MB"

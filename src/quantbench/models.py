@@ -150,9 +150,12 @@ def _check_pickles(path: Path) -> None:
         try:
             torch.load(file, weights_only=True, map_location="meta")
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            # torch names what the unpickler refused ("Unsupported global: GLOBAL posix.system").
+            what = next((ln for ln in lines if "Unsupported" in ln or "global" in ln.lower()),
+                        lines[0] if lines else type(exc).__name__)
             raise UsageError(f"'{file}' is a pickle checkpoint that does not load as plain "
-                             f"tensors ({first[:160]}): refused, since loading it could run "
+                             f"tensors ({what[:160]}): refused, since loading it could run "
                              "code. Convert it to safetensors where you trust it") from None
 
 
@@ -355,4 +358,9 @@ def config_of(model: dict):
 def load_tokenizer(model: ResolvedModel):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model.path, trust_remote_code=model.trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(model.path, trust_remote_code=model.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"'{model.spec}' has no usable tokenizer ({first}): real text needs one; "
+                         "add the tokenizer files to the folder, or benchmark random:<preset>") from None

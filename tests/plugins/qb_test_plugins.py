@@ -17,10 +17,35 @@ class KilledLikeOOM(Scheme):
 
 
 class Hangs(Scheme):
+    """Never finishes, unless QB_TEST_NO_HANG is set (the resume test's second invocation)."""
+
     def apply(self, model, device):
         import time
 
-        time.sleep(3600)
+        if not os.environ.get("QB_TEST_NO_HANG"):
+            time.sleep(3600)
+        return model
+
+
+class Hog(Scheme):
+    """Allocates and touches QB_TEST_HOG_BYTES (default 3 GB) of host memory."""
+
+    def apply(self, model, device):
+        import torch
+
+        size = int(os.environ.get("QB_TEST_HOG_BYTES", 3 * 10**9))
+        model.hog = torch.ones(size, dtype=torch.uint8)
+        return model
+
+
+class CudaOOM(Scheme):
+    """Asks the GPU for more than it has: a real CUDA out-of-memory error."""
+
+    def apply(self, model, device):
+        import torch
+
+        total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+        model.hog = torch.empty(2 * total, dtype=torch.uint8, device=device)
         return model
 
 
@@ -39,6 +64,8 @@ class BreaksTheGraph(Scheme):
 register(Raises("test-raises", "test", 32, ("cpu",), description="raises in apply"))
 register(KilledLikeOOM("test-killed", "test", 32, ("cpu",), description="SIGKILLs itself"))
 register(Hangs("test-hangs", "test", 32, ("cpu",), description="never finishes"))
+register(Hog("test-hog", "test", 32, ("cpu", "cuda"), description="fills host memory"))
+register(CudaOOM("test-cuda-oom", "test", 32, ("cuda",), description="overfills the GPU"))
 register(BreaksTheGraph("test-graph-break", "test", 32, ("cpu", "cuda"),
                         description="reads a tensor on the host inside forward"))
 register(Scheme("test-needs-missing-lib", "test", 8, ("cpu", "cuda"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quantbench.analysis import build_records
+from quantbench.config import repetitions_text
 from quantbench.report import dashboard, html, panels
 from quantbench.report.markdown import summary
 from quantbench.report.table import runtimes
@@ -41,8 +42,12 @@ def write_report(store, run_id: str, out: str) -> list[str]:
         w = head["workload"]
         lines.append(f"{head['model_label']}" if head["model_label"] else "")
         lines.append(f"batch {w['batch_size']}, {w['prompt_tokens']} prompt + {w['new_tokens']} new "
-                     f"tokens, {head['repetitions']['warmup']} warm-up + {head['repetitions']['runs']} "
-                     f"timed runs, runtime {runtimes(records)}")
+                     f"tokens, {repetitions_text(head['repetitions'])}, runtime {runtimes(records)}")
+        progress = store.run_state(run_id)
+        if progress["state"] != "finished":
+            planned = f" of {progress['cells_planned']}" if progress["cells_planned"] else ""
+            lines.append(f"This run is {progress['state']}: {progress['cells_done']}{planned} cells "
+                         "measured, shown here; the same command resumes it.")
         purpose = store.run(run_id)["purpose"]
         if purpose:
             lines.append(f"purpose: {purpose}")

@@ -29,8 +29,16 @@ def flat_rows(records: list[dict]) -> list[dict]:
             "new_tokens": r["workload"]["new_tokens"], "warmup": r["repetitions"]["warmup"],
             "runs": r["repetitions"]["runs"], "status": r["status"], "error": r["error"],
             "reused": r["reused"], "role": r.get("role", "measure"), "env_key": r.get("env_key"),
-            "measured_in_run": r.get("measured_in_run"),
+            "measured_in_run": r.get("measured_in_run"), "run_state": r.get("run_state"),
         }
+        load = r["info"].get("contention") or {}
+        from quantbench.store import contention_flag
+
+        row["contended"] = bool(contention_flag(r["info"])) if load or r["info"].get("shared") else None
+        row["contention_reason"] = contention_flag(r["info"])
+        row["other_cpu_cores"] = load.get("other_cpu_cores")
+        row["gpu_other_pids"] = (" ".join(map(str, load["gpu_other_pids"]))
+                                 if load.get("gpu_other_pids") is not None else None)
         stop, warm = r["info"].get("timed_runs") or {}, r["info"].get("warmup") or {}
         row["runs_done"] = stop.get("runs")
         row["runs_stop_reason"] = stop.get("reason")

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import html
 
-from quantbench.report.exports import flat_rows
 from quantbench.report.panels import Panel
-
-TABLE_COLUMNS = ("scheme", "role", "status", "decode_tok_s_median", "decode_tok_s_median_ci_low",
-                 "decode_tok_s_median_ci_high", "decode_speedup", "decode_speedup_verdict",
-                 "runs_done", "ttft_ms_median", "prefill_tok_s_median",
-                 "weights_bytes", "peak_bytes", "weights_reduction_pct", "error")
 
 
 def _figure(panel: Panel):
@@ -58,17 +52,19 @@ def _figure(panel: Panel):
 
 
 def _table(records: list[dict]) -> str:
-    rows = flat_rows(records)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE_COLUMNS)
+    """The run table of the terminal, column for column (the same spec), with every note."""
+    from quantbench.report.markdown import runs_text, scheme_label
+    from quantbench.report.table import COLUMNS, note_text
+
+    columns = [c for c in COLUMNS if c.when(records)]
+    headers = ["scheme"] + [c.header for c in columns] + ["runs + warm-ups", "note"]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = []
-    for row in rows:
-        cells = []
-        for c in TABLE_COLUMNS:
-            value = row.get(c)
-            if isinstance(value, float):
-                value = f"{value:,.2f}"
-            cells.append(f"<td>{html.escape('' if value is None else str(value))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+    for r in records:
+        ok = r["status"] == "ok"
+        values = ([scheme_label(r)] + [c.value(r) if ok else "-" for c in columns]
+                  + [runs_text(r) if ok else "-", note_text(r)])
+        body.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>")
     return f"<table id='data'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 

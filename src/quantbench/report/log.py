@@ -33,9 +33,17 @@ def entry(store, run_id: str, number: int) -> str:
     env = store.env(run["env_id"]) if run["env_id"] else {}
     workload, reps = config["workload"], config["repetitions"]
     when = run["created_at"].replace("T", " ").replace("+00:00", " UTC")
-    state = (f"finished {run['finished_at'].replace('T', ' ').replace('+00:00', ' UTC')} after "
-             f"{run['wall_s']:.0f} s" if run["finished_at"] else "interrupted: no end recorded; "
-             "the cells below are those measured before it stopped")
+    progress = store.run_state(run_id)
+    planned = f" of {progress['cells_planned']}" if progress["cells_planned"] else ""
+    resumed = (f", resumed after {len(progress['interruptions'])} interruption(s)"
+               if progress["interruptions"] else "")
+    if run["finished_at"]:
+        state = (f"finished {run['finished_at'].replace('T', ' ').replace('+00:00', ' UTC')} after "
+                 f"{run['wall_s']:.0f} s{resumed}")
+    else:
+        how = "interrupted" if progress["state"] == "interrupted" else "unfinished (killed, or still running)"
+        state = (f"{how}: {progress['cells_done']}{planned} cells measured, shown below; the same "
+                 "command resumes it")
     lines = [
         f"## Experiment {number}: run {run_id}", "",
         f"- **Date:** {when} ({state})",
@@ -62,8 +70,11 @@ def entry(store, run_id: str, number: int) -> str:
     for section in (lm_eval_markdown(records), generations_markdown(records)):
         if section:
             lines += ["", section.rstrip("\n")]
-    files = config.get("files") or []
+    # Files are written when a run ends: an unfinished run has none to list.
+    files = (config.get("files") or []) if run["finished_at"] else []
     lines += ["", "### Files", "", f"- database: `{_code(store.path)}`"]
+    if not run["finished_at"]:
+        lines.append("- no JSON, CSV or log entry: they are written when the run ends")
     lines += [f"- `{_code(f)}`" for f in files]
     return "\n".join(lines) + "\n"
 

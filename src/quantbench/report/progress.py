@@ -60,7 +60,10 @@ class RunProgress:
                                    f"decode tok/s ({wall:.0f} s)"
                                    + (f" [yellow]contended: {escape(flag)}[/yellow]" if flag else ""))
         else:
-            self.bar.console.print(f"  [red]failed[/red] {scheme}: {result['error']}")
+            from rich.markup import escape
+
+            self.bar.console.print(f"  [red]failed[/red] {escape(scheme)}: {escape(str(result['error']))}",
+                                   highlight=False)
         self.bar.advance(self.cells)
 
     def note(self, text: str) -> None:

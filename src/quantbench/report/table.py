@@ -89,8 +89,10 @@ def _width(header: str, cells: list[str]) -> int:
 def _build(title, headers, widths, rows, styles=None) -> Table:
     table = Table(title=title, title_justify="left")
     for i, (header, width) in enumerate(zip(headers, widths)):
+        # A fixed width, wide enough for every cell: cells never wrap or shrink, headers
+        # wrap at their spaces, and the table is exactly as wide as comparison_tables planned.
         table.add_column(header, justify="left" if i == 0 or header == _NOTE else "right",
-                         no_wrap=header != _NOTE, min_width=width)
+                         width=width, overflow="fold")
     for k, row in enumerate(rows):
         style = (styles or {}).get(k)
         table.add_row(*row, style=style)
