@@ -41,3 +41,11 @@ TINY = ["--model", "random:tiny", "--prompt-tokens", "16", "--new-tokens", "6",
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_device_locks(tmp_path_factory):
+    """The suite's runs lock devices among themselves, not against a user's run on this machine
+    (nor does a user's run make the suite fail)."""
+    os.environ["QUANTBENCH_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
+    yield

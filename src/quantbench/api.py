@@ -180,7 +180,7 @@ class LLMBenchmark:
             import inspect
 
             params = inspect.signature(LLMBenchmark.__init__).parameters
-            raise UsageError(api_message(str(exc), params)) from None
+            raise type(exc)(api_message(str(exc), params)) from None
 
     # ---- validation, before anything is written ------------------------------------------
     def _check_static(self) -> None:

@@ -11,7 +11,13 @@ class UsageError(Exception):
 
     The message says what was wrong and what to do instead. Messages name command-line
     options (`--batch-size`); called from Python, `api_message` names the parameter instead.
+    Control characters typed by the user (a newline in a spec) are shown escaped, so the
+    message stays one line.
     """
+
+    def __init__(self, message: str = ""):
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+        super().__init__(message)
 
 
 # Set by the command line: its users typed options, the API's users passed parameters.
