@@ -34,6 +34,10 @@ def test_context_overflow_is_rejected():
 
 
 def test_scheme_list_parsing():
-    assert parse_scheme_list("fp32, bf16,fp32") == ["fp32", "bf16"]
-    with pytest.raises(UsageError):
+    # Duplicates are kept here; the run measures each once and says so (test_hardening.py).
+    assert parse_scheme_list("fp32, bf16,fp32") == ["fp32", "bf16", "fp32"]
+    assert parse_scheme_list(["fp32", "bf16, int8"]) == ["fp32", "bf16", "int8"]
+    with pytest.raises(UsageError, match="is empty"):
         parse_scheme_list(" , ")
+    with pytest.raises(UsageError, match="empty name"):
+        parse_scheme_list("fp32,")

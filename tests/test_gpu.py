@@ -185,3 +185,63 @@ def test_a_gpu_run_is_judged_against_its_own_noise(workdir):
     if (major, minor) >= (8, 9):
         assert profile["matmul"]["int8"]["flops"] > 0 and profile["matmul"]["float8"]["flops"] > 0
     assert records[0]["roofline"]["compute_source"] == "measured bfloat16 matmul"
+
+
+def test_a_cuda_oom_is_recorded_and_the_next_cell_runs_clean(workdir):
+    """A real CUDA out-of-memory error ends its own cell, names the allocation that failed, and
+    the next cell starts on a clean device (its own process)."""
+    from conftest import cli_env
+
+    proc = quantbench("run", "--model", "random:gpt2-124m", "--schemes", "bf16,test-cuda-oom,fp16",
+                      "--prompt-tokens", "32", "--new-tokens", "8", "--warmup", "1", "--runs", "3",
+                      "--no-repeat-baseline", "--log", "", cwd=workdir,
+                      env=cli_env(QUANTBENCH_PLUGINS="qb_test_plugins"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    records = {r["scheme"]: r for r in export_json(workdir)}
+    oom = records["test-cuda-oom"]
+    assert oom["status"] == "failed" and oom["error"].startswith("CUDA out of memory"), oom["error"]
+    assert "Tried to allocate" in oom["error"]
+    after = records["fp16"]
+    assert after["status"] == "ok"
+    # Clean device: the next cell's peak is its own model's, not the failed cell's leftovers.
+    assert after["memory"]["peak_reserved_bytes"] < 4 * 2**30
+    assert not after["info"]["contention"]["contended"], after["info"]["contention"]
+
+
+def test_another_process_on_the_gpu_flags_the_cell(workdir):
+    """A process computing on the same GPU (not a quantbench run: no lock stops it) during a
+    cell's timed runs is recorded with its pid, and the cell is flagged contended; the device
+    lock is keyed by the GPU's UUID."""
+    import subprocess
+    import sys
+    import time
+
+    from quantbench import devicelock
+
+    assert devicelock.device_key("cuda:0").startswith("cuda-")
+    assert devicelock.device_key("cuda:0") != "cuda-0"  # the UUID, not the index
+    hog = subprocess.Popen([sys.executable, "-c",
+                            "import torch, time\n"
+                            "x = torch.randn(4096, 4096, device='cuda')\n"
+                            "end = time.time() + 240\n"
+                            "while time.time() < end:\n"
+                            "    y = x @ x\n"
+                            "    torch.cuda.synchronize()\n"])
+    try:
+        time.sleep(8)  # its CUDA context is up
+        proc = quantbench("run", "--model", "random:gpt2-124m", "--schemes", "bf16",
+                          "--prompt-tokens", "32", "--new-tokens", "16", "--warmup", "1",
+                          "--runs", "10", "--no-repeat-baseline", "--log", "", cwd=workdir)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    load = export_json(workdir)[0]["info"]["contention"]
+    assert load["contended"] and load["gpu_other_pids"], load
+    clean = quantbench("run", "--model", "random:gpt2-124m", "--schemes", "bf16",
+                       "--prompt-tokens", "32", "--new-tokens", "16", "--warmup", "1",
+                       "--runs", "10", "--no-repeat-baseline", "--log", "", cwd=workdir)
+    assert clean.returncode == 0, clean.stderr
+    record = export_json(workdir)[0]
+    # Alone on the card: neither the worker nor its run is taken for another process.
+    assert record["info"]["contention"]["gpu_other_pids"] == [], record["info"]["contention"]

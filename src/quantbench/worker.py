@@ -241,9 +241,16 @@ def measure_cell(cell) -> dict:
     scheme = get(cell.scheme)
     startup_s = time.perf_counter() - _STARTED  # interpreter + imports
     start = time.perf_counter()
+    own_gpu_pids: set[int] = set()
     if device_type == "cuda":
+        from quantbench.measure.contention import gpu_pids
+
+        before = gpu_pids(device)
         torch.cuda.set_device(device)
         torch.zeros(1, device=device)  # creates the CUDA context outside the load timing
+        after = gpu_pids(device)
+        if before is not None and after is not None and len(after - before) == 1:
+            own_gpu_pids = after - before  # this process, as NVML numbers it
     device_init_s = time.perf_counter() - start
     torch.manual_seed(cell.seed)
 
@@ -254,7 +261,7 @@ def measure_cell(cell) -> dict:
     reset: dict = {}
     sampler = (telemetry.GPUSampler(torch.device(device).index or 0) if device_type == "cuda"
                else None)
-    load = LoadSampler(device)
+    load = LoadSampler(device, own_gpu_pids)
     w = cell.workload
     with contextlib.ExitStack() as during_timed_runs:
         def before_timed():

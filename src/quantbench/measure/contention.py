@@ -43,16 +43,25 @@ def _process_s(pid: int) -> float:
         return 0.0
 
 
-def _gpu_others(index: int) -> list[int] | None:
+def gpu_pids(device: str) -> set[int] | None:
+    """Processes with a compute context on the device, as NVML numbers them (in a container
+    these can be the host's pids, not ours)."""
+    index = _nvml_index(device)
+    if index is None:
+        return None
     try:
         import pynvml
 
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        procs = pynvml.nvmlDeviceGetComputeProcesses(handle)
-    except Exception:
+        return {p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)}
+    except Exception as exc:  # NVML absent or not permitted: said in the record, not guessed
+        global NVML_ERROR
+        NVML_ERROR = f"{type(exc).__name__}: {exc}"
         return None
-    return sorted({p.pid for p in procs} - {os.getpid()})
+
+
+NVML_ERROR: str | None = None
 
 
 def _nvml_index(device: str) -> int | None:
@@ -71,8 +80,11 @@ def _nvml_index(device: str) -> int | None:
 class LoadSampler:
     """`with LoadSampler(device) as s: ...` then `s.result()`."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, own_gpu_pids: set[int] = frozenset()):
+        """`own_gpu_pids`: this process as NVML numbers it, where that differs from
+        os.getpid() (seen by the worker as the pid that appeared with its CUDA context)."""
         self.device = device
+        self.own = set(own_gpu_pids) | {os.getpid()}
         self.gpu_index = _nvml_index(device)
         self.cores = os.cpu_count() or 1
         self._start = None
@@ -82,10 +94,10 @@ class LoadSampler:
     def _gpu_sample(self) -> None:
         if self.gpu_index is None:
             return
-        pids = _gpu_others(self.gpu_index)
+        pids = gpu_pids(self.device)
         if pids is not None:
             self._gpu_known = True
-            self._gpu_pids.update(pids)
+            self._gpu_pids.update(pids - self.own)
 
     def _poll(self) -> None:
         while not self._stop.wait(1.0):
@@ -125,6 +137,8 @@ class LoadSampler:
             out["other_cpu_cores"] = None
         if self.gpu_index is not None:
             out["gpu_other_pids"] = sorted(self._gpu_pids) if self._gpu_known else None
+            if not self._gpu_known:
+                out["gpu_reason"] = f"NVML could not list the GPU's processes ({NVML_ERROR})"
             if self._gpu_pids:
                 reasons.append(f"{len(self._gpu_pids)} other process(es) computed on the GPU "
                                f"(pid {', '.join(map(str, sorted(self._gpu_pids)))})")
