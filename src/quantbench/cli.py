@@ -48,8 +48,10 @@ def run(
     schemes: Optional[str] = typer.Option(None, "--schemes", "-s", help="Comma-separated schemes "
                                           "(see `quantbench schemes`). Default: the baseline, bf16 "
                                           "or fp16, an int8 and a 4-bit scheme available here."),
-    baseline: Optional[str] = typer.Option(None, help="Scheme every other is compared with "
-                                           "(default: the first; fp32 on CPU, bf16 on GPU)."),
+    baseline: Optional[str] = typer.Option(None, help="Scheme every other is compared with; "
+                                           "it must be one of --schemes. Default: the first of "
+                                           "--schemes; without --schemes, fp32 on a CPU and bf16 "
+                                           "on a GPU."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     runtime: str = typer.Option("eager", help="eager: a plain decode loop (what most people run). "
                                 "compiled: static KV cache, each decode step torch.compile'd and "
