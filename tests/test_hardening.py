@@ -52,11 +52,31 @@ def _one_line_refusal(proc, needle, code=2):
     (["--cell-memory-limit", "12X"], "is not a size"),
     (["--cell-memory-limit", "1K"], "below 64 MiB"),
 ])
-def test_ambiguous_or_empty_input_is_refused_before_anything_runs(workdir, args, needle):
-    proc = quantbench("run", "--model", "random:tiny", *args, cwd=workdir) if "--model" not in args \
-        else quantbench("run", *args, cwd=workdir)
+def test_ambiguous_or_empty_input_is_refused_before_anything_runs(workdir, args, needle,
+                                                                 monkeypatch, capsys):
+    # In this process (the CLI's own entry point, its error handling included): sixteen
+    # interpreters starting torch would cost a minute; test_cli_errors.py runs real processes.
+    args = args if "--model" in args else ["--model", "random:tiny", *args]
+    monkeypatch.chdir(workdir)
+    proc = _main_in_process(["run", *args], monkeypatch, capsys)
     _one_line_refusal(proc, needle)
     assert not (workdir / "quantbench.db").exists()
+
+
+def _main_in_process(argv, monkeypatch, capsys):
+    from quantbench import cli
+    from quantbench.errors import FROM_CLI
+
+    monkeypatch.setattr(sys, "argv", ["quantbench", *argv])
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)  # leave pytest's SIGTERM alone
+    token = FROM_CLI.set(False)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.main()
+    finally:
+        FROM_CLI.reset(token)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, stopped.value.code, out.out, out.err)
 
 
 @pytest.mark.parametrize("option,value,needle", [
@@ -214,7 +234,7 @@ def test_a_second_run_on_a_busy_device_is_refused_waits_or_is_flagged_shared(wor
         csv_text = quantbench("export", "--format", "csv", "--db", "b.db", cwd=workdir).stdout
         assert "measured with --allow-shared" in csv_text
         waiter = _start([*TINY, "--schemes", "fp32", "--db", "c.db", "--log", "", "--wait"], workdir)
-        time.sleep(8)
+        time.sleep(5)
         assert waiter.poll() is None  # queued behind the holder
     finally:
         holder.send_signal(signal.SIGINT)
@@ -227,8 +247,9 @@ def test_a_second_run_on_a_busy_device_is_refused_waits_or_is_flagged_shared(wor
 
 def test_a_cell_measured_under_load_is_flagged_and_never_reused(workdir):
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    args = ["--model", "random:tiny", "--prompt-tokens", "16", "--new-tokens", "16", "--warmup",
-            "1", "--runs", "5", "--no-repeat-baseline", "--schemes", "fp32,bf16", "--log", ""]
+    args = ["--model", "random:tiny", "--prompt-tokens", "16", "--new-tokens", "12", "--warmup",
+            "1", "--max-warmup", "2", "--runs", "5", "--no-repeat-baseline", "--schemes",
+            "fp32,bf16", "--log", ""]
     try:
         loaded = quantbench("run", *args, cwd=workdir)
     finally:
