@@ -143,6 +143,11 @@ def test_dashboards_render_every_panel_with_no_console_errors(measured, tmp_path
     assert "CPU run: there is no GPU to measure" in dom  # an empty panel says why
     assert "<img src=\"x\"" not in dom  # the hostile purpose stayed text
     assert 'id="data"' in dom and "torchao-int8wo" in dom
+    # The data table is the terminal's (one column spec): megabytes and verdicts, not raw bytes.
+    table = dom[dom.index('id="data"'):]
+    assert "weights MB" in table and "speedup [95% CI]" in table and "runs + warm-ups" in table
+    weights = export_json(root, run=runs[0])[2]["memory"]["weights_bytes"]
+    assert str(weights) not in table and f"{weights / 1e6:,.1f}" in table
     # A second report never overwrites the first.
     again = quantbench("report", "--run", runs[0], "--out", "reports", cwd=root)
     assert again.returncode == 0 and (root / "reports" / f"{runs[0]}-dashboard-2.html").exists()

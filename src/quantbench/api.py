@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import secrets
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -438,6 +440,8 @@ class LLMBenchmark:
             store = Store(self.db)  # after validation: bad input leaves no database behind
             env_id = store.add_env(env)
             run_id = None if self.force else store.resumable_run(plan_id)
+            if run_id and _still_running(store.run(run_id)["config"].get("owner")):
+                run_id = None  # another process (--allow-shared) is measuring it right now
             done: set[int] = set()
             if run_id:
                 done = store.positions_done(run_id)
@@ -457,6 +461,7 @@ class LLMBenchmark:
                           "cell_memory_limit": memory_limit, "allow_shared": self.allow_shared,
                           "trust_remote_code": self.trust_remote_code, "plan_id": plan_id,
                           "cells": [c.cell_id for c in cells],
+                          "owner": {"host": socket.gethostname(), "pid": os.getpid()},
                           "files": self._planned_files(run_id)}
                 store.begin_run(run_id, config, self.purpose, self.command, env_id)
             if self.progress:
@@ -514,6 +519,18 @@ class LLMBenchmark:
             store.add_cell(run_id, position, data, result, env_id, started, wall)
             if self.progress:
                 self.progress.cell_finished(label, result, wall)
+
+
+def _still_running(owner: dict | None) -> bool:
+    """Whether the process that began a run on this host is alive (then it is not resumable)."""
+    if not owner or owner.get("host") != socket.gethostname():
+        return False
+    import psutil
+
+    try:
+        return psutil.Process(owner["pid"]).is_running() and owner["pid"] != os.getpid()
+    except psutil.Error:
+        return False
 
 
 class RunInterrupted(KeyboardInterrupt):

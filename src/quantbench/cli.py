@@ -142,7 +142,7 @@ def run(
     cell_memory_limit: str = typer.Option("auto", help="Most memory one cell's process may use "
                                           "(e.g. 8G, 800M; none for no limit); a cell over it "
                                           "fails with 'out of memory' and the run goes on. auto: "
-                                          "90%% of the memory available at the start.",
+                                          "90% of the memory available at the start.",
                                           rich_help_panel="Safety"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the Python "
                                            "code a model folder ships (HF auto_map). Off: such "
