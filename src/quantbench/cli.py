@@ -291,9 +291,17 @@ def hardware(device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N.
     from quantbench.api import resolve_device
     from quantbench.hardware import cache
 
+    from quantbench import devicelock
+
     device, _ = resolve_device(device)
-    profile = cache.get(device, environment.collect(), refresh=refresh,
-                        on_measure=lambda: err.status(f"measuring {device}"))
+    env = environment.collect()
+    if refresh or not cache.path_for(device, env).exists():
+        # A ceiling measured beside a run would be low, and cached for every later roofline.
+        with devicelock.acquire(device, "quantbench hardware"):
+            profile = cache.get(device, env, refresh=refresh,
+                                on_measure=lambda: err.status(f"measuring {device}"))
+    else:
+        profile = cache.get(device, env)
     if as_json:
         print(json.dumps(profile, indent=2))
         return
