@@ -8,15 +8,16 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
 from quantbench import models, prompts
-from quantbench.config import (CellConfig, Repetitions, Workload, parse_name_list, parse_size,
-                               size_text)
+from quantbench.config import CellConfig, Repetitions, Workload, parse_name_list, parse_size
+from quantbench.devices import _device_name, resolve_device  # noqa: F401  (part of the API)
 from quantbench.errors import UsageError, api_message
 from quantbench.quality.plan import QualitySettings
+from quantbench.results import CellResult, RunInterrupted, RunResult  # noqa: F401
 from quantbench.runtimes import RUNTIMES
 from quantbench.schemes import get as get_scheme
 from quantbench.store import Store, now
@@ -26,86 +27,6 @@ DEFAULT_SLOTS = {
     "cpu": [["fp32"], ["bf16"], ["torchao-int8wo", "bnb-int8"], ["torchao-int4wo", "bnb-nf4"]],
     "cuda": [["bf16"], ["fp16"], ["torchao-int8wo", "bnb-int8"], ["torchao-int4wo", "bnb-nf4"]],
 }
-
-
-@dataclass
-class CellResult:
-    record: dict
-
-    def __getattr__(self, name):
-        try:
-            return self.record[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    db: str
-    records: list[dict]
-    files: list[str] = field(default_factory=list)
-    wall_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def cells(self) -> list[CellResult]:
-        return [CellResult(r) for r in self.records]
-
-    @property
-    def failed(self) -> int:
-        return sum(r["status"] != "ok" for r in self.records)
-
-    @property
-    def optional_failures(self) -> list[str]:
-        """Parts asked for that did not come out (quality, lm-eval tasks, the log), one line
-        each: the run's speed and memory stand, but it is not the whole answer."""
-        out = []
-        for r in self.records:
-            if r["status"] != "ok":
-                continue
-            for part in ("quality", "lm_eval"):
-                error = (r.get(part) or {}).get("error")
-                if error:
-                    name = "quality" if part == "quality" else "lm-eval tasks"
-                    out.append(f"{name} of {r['scheme']}: {error}")
-        return out + [n for n in self.notes if n.startswith("log not written")]
-
-    def to_dataframe(self):
-        from quantbench.report.exports import flat_rows
-        import pandas as pd
-
-        return pd.DataFrame(flat_rows(self.records))
-
-
-def _device_name(device: str) -> str | None:
-    if not device.startswith("cuda"):
-        return None
-    import torch
-
-    return torch.cuda.get_device_name(int(device.split(":")[1]))
-
-
-def resolve_device(device: str) -> tuple[str, tuple[int, int] | None]:
-    import torch
-
-    device = "auto" if device is None else str(device).strip()
-    if not device:
-        raise UsageError("--device is empty (an unset shell variable?): use auto, cpu, cuda or cuda:N")
-    if device == "auto":
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = "cuda:0"
-    if device == "cpu":
-        return device, None
-    if device.startswith("cuda:") and device[5:].isdigit():
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: no CUDA GPU is visible here: use --device cpu")
-        index = int(device[5:])
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
-        return device, torch.cuda.get_device_capability(index)
-    raise UsageError(f"--device '{device}' not understood: use auto, cpu, cuda or cuda:N")
 
 
 class LLMBenchmark:
@@ -298,12 +219,9 @@ class LLMBenchmark:
         so that one runaway cell fails alone instead of taking the machine down."""
         if self.cell_memory_limit != "auto":
             return self.cell_memory_limit
-        try:
-            with open("/proc/meminfo") as fh:
-                info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
-            return int(0.9 * info.get("MemAvailable", info["MemTotal"]))
-        except (OSError, KeyError, ValueError):
-            return None
+        import psutil
+
+        return int(0.9 * psutil.virtual_memory().available)
 
     def _prepare(self):
         self._check_static()
@@ -415,7 +333,7 @@ class LLMBenchmark:
                             self.log and str(Path(self.log).resolve())])[:16]
 
     def _run(self) -> RunResult:
-        from quantbench import devicelock, environment, executor, identity
+        from quantbench import devicelock, environment, identity
         from quantbench.analysis import build_records
         from quantbench.report import exports
 
@@ -472,8 +390,8 @@ class LLMBenchmark:
                 store.mark_interrupted(run_id, "interrupted (Ctrl-C or SIGTERM)")
                 raise RunInterrupted(run_id, len(store.positions_done(run_id)), len(cells)) from None
             wall_s = time.perf_counter() - start
-            states = [r["status"] for r in store.cells(run_id)]
-            store.end_run(run_id, states.count("ok"), len(states) - states.count("ok"), wall_s)
+            ok, failed = store.status_counts(run_id)
+            store.end_run(run_id, ok, failed, wall_s)
             records = build_records(store, run_id)
             files = exports.write_run_files(records, self.out, run_id) if self.out else []
             if self.log:
@@ -531,11 +449,3 @@ def _still_running(owner: dict | None) -> bool:
         return psutil.Process(owner["pid"]).is_running() and owner["pid"] != os.getpid()
     except psutil.Error:
         return False
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """A run stopped by Ctrl-C or SIGTERM: what it kept, and how to resume it."""
-
-    def __init__(self, run_id: str, done: int, planned: int):
-        super().__init__(f"run {run_id} interrupted with {done} of {planned} cells measured")
-        self.run_id, self.done, self.planned = run_id, done, planned

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from quantbench.config import stable_hash
 from quantbench.errors import UsageError
+from quantbench.measure.contention import contention_flag
 
 SCHEMA_VERSION = 1
 
@@ -171,7 +172,10 @@ class Store:
                                                  (run_id,)).fetchone()[0]).get("cells") or [])
         state = "finished" if end else "interrupted" if stops else "unfinished"
         return {"state": state, "cells_done": done, "cells_planned": planned or None,
-                "interruptions": [{"at": a, "reason": r} for a, r in stops]}
+                "interruptions": [{"at": a, "reason": r} for a, r in stops],
+                # As every output words it: "interrupted", "1 of 3 cells measured".
+                "how": {"unfinished": "unfinished (killed, or still running)"}.get(state, state),
+                "measured": f"{done}{f' of {planned}' if planned else ''} cells measured"}
 
     def complete_run_ids(self) -> list[str]:
         """Runs that ended and hold at least one cell: what 'latest' may mean."""
@@ -187,6 +191,13 @@ class Store:
             if json.loads(config).get("plan_id") == plan_id:
                 return run_id
         return None
+
+    def status_counts(self, run_id: str) -> tuple[int, int]:
+        """(ok, failed) cells of a run, reused ones included."""
+        ok, total = self.db.execute(
+            "SELECT SUM(c.status = 'ok'), COUNT(*) FROM run_cells rc JOIN cells c USING (cell_row) "
+            "WHERE rc.run_id=?", (run_id,)).fetchone()
+        return ok or 0, total - (ok or 0)
 
     def positions_done(self, run_id: str) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT position FROM run_cells WHERE run_id=?", (run_id,))}
@@ -258,16 +269,6 @@ class Store:
                 "SELECT metric, value FROM samples WHERE cell_row=? ORDER BY metric, idx", (cell_row,)):
             out.setdefault(metric, []).append(value)
         return out
-
-
-def contention_flag(info: dict) -> str | None:
-    """Why a cell's figures are not clean (measured under contention, or with --allow-shared),
-    or None."""
-    load = info.get("contention") or {}
-    reasons = [load["reason"]] if load.get("contended") else []
-    if info.get("shared"):
-        reasons.append("measured with --allow-shared")
-    return "; ".join(reasons) or None
 
 
 def _without_prompt_ids(cell: dict) -> dict:

@@ -146,3 +146,13 @@ class LoadSampler:
         if reasons:
             out["reason"] = "; ".join(reasons)
         return out
+
+
+def contention_flag(info: dict) -> str | None:
+    """Why a cell's figures are not clean (measured under contention, or with --allow-shared),
+    or None."""
+    load = info.get("contention") or {}
+    reasons = [load["reason"]] if load.get("contended") else []
+    if info.get("shared"):
+        reasons.append("measured with --allow-shared")
+    return "; ".join(reasons) or None

@@ -45,9 +45,8 @@ def write_report(store, run_id: str, out: str) -> list[str]:
                      f"tokens, {repetitions_text(head['repetitions'])}, runtime {runtimes(records)}")
         progress = store.run_state(run_id)
         if progress["state"] != "finished":
-            planned = f" of {progress['cells_planned']}" if progress["cells_planned"] else ""
-            lines.append(f"This run is {progress['state']}: {progress['cells_done']}{planned} cells "
-                         "measured, shown here; the same command resumes it.")
+            lines.append(f"This run is {progress['how']}: {progress['measured']}, shown here; the "
+                         "same command resumes it.")
         purpose = store.run(run_id)["purpose"]
         if purpose:
             lines.append(f"purpose: {purpose}")

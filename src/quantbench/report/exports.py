@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 
+from quantbench.measure.contention import contention_flag
+
 CSV_METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_ms", "e2e_tok_s", "decode_ms_per_token")
 CSV_STATS = ("n", "median", "mean", "std", "cv", "min", "max", "p90")
 CSV_MEMORY = ("weights_bytes", "peak_bytes", "peak_scope", "peak_rss_bytes", "peak_allocated_bytes",
@@ -32,8 +34,6 @@ def flat_rows(records: list[dict]) -> list[dict]:
             "measured_in_run": r.get("measured_in_run"), "run_state": r.get("run_state"),
         }
         load = r["info"].get("contention") or {}
-        from quantbench.store import contention_flag
-
         row["contended"] = bool(contention_flag(r["info"])) if load or r["info"].get("shared") else None
         row["contention_reason"] = contention_flag(r["info"])
         row["other_cpu_cores"] = load.get("other_cpu_cores")

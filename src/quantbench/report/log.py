@@ -34,16 +34,13 @@ def entry(store, run_id: str, number: int) -> str:
     workload, reps = config["workload"], config["repetitions"]
     when = run["created_at"].replace("T", " ").replace("+00:00", " UTC")
     progress = store.run_state(run_id)
-    planned = f" of {progress['cells_planned']}" if progress["cells_planned"] else ""
     resumed = (f", resumed after {len(progress['interruptions'])} interruption(s)"
                if progress["interruptions"] else "")
     if run["finished_at"]:
         state = (f"finished {run['finished_at'].replace('T', ' ').replace('+00:00', ' UTC')} after "
                  f"{run['wall_s']:.0f} s{resumed}")
     else:
-        how = "interrupted" if progress["state"] == "interrupted" else "unfinished (killed, or still running)"
-        state = (f"{how}: {progress['cells_done']}{planned} cells measured, shown below; the same "
-                 "command resumes it")
+        state = f"{progress['how']}: {progress['measured']}, shown below; the same command resumes it"
     lines = [
         f"## Experiment {number}: run {run_id}", "",
         f"- **Date:** {when} ({state})",

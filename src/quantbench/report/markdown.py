@@ -227,7 +227,7 @@ def graph_note(record: dict) -> str:
 
 
 def contention_note(record: dict) -> str:
-    from quantbench.store import contention_flag
+    from quantbench.measure.contention import contention_flag
 
     flag = contention_flag(record.get("info") or {})
     return f"contended: {flag}" if flag else ""

@@ -52,7 +52,7 @@ class RunProgress:
         if result["status"] == "ok":
             from rich.markup import escape
 
-            from quantbench.store import contention_flag
+            from quantbench.measure.contention import contention_flag
 
             median = sorted(result["metrics"].get("decode_tok_s", [0]))
             flag = contention_flag(result.get("info") or {})
