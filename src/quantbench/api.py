@@ -18,7 +18,7 @@ from quantbench.devices import _device_name, resolve_device  # noqa: F401  (part
 from quantbench.errors import UsageError, api_message
 from quantbench.quality.plan import QualitySettings
 from quantbench.results import CellResult, RunInterrupted, RunResult  # noqa: F401
-from quantbench.runtimes import RUNTIMES
+from quantbench import runtimes
 from quantbench.schemes import get as get_scheme
 from quantbench.store import Store, now
 
@@ -114,7 +114,7 @@ class LLMBenchmark:
             raise UsageError("--baseline is empty (an unset shell variable?): name a scheme, or "
                              "leave it out to take the first of --schemes")
         if not isinstance(self.runtime, str) or not self.runtime.strip():
-            raise UsageError(f"--runtime is empty: choose one of {', '.join(RUNTIMES)}")
+            raise UsageError(f"--runtime is empty: choose one of {', '.join(runtimes.selectable())}")
         if self.force and self.reuse_baseline:
             raise UsageError("--force measures every cell again and --reuse-baseline takes the "
                              "baseline from an earlier run: pass one of them")
@@ -127,9 +127,9 @@ class LLMBenchmark:
         self.repetitions.validate()
         if self.quality is not False:
             self.quality_settings.validate(None)
-        if self.runtime not in RUNTIMES:
+        if self.runtime not in runtimes.selectable():
             raise UsageError(f"--runtime '{self.runtime}' is not available: choose one of "
-                             f"{', '.join(RUNTIMES)}")
+                             f"{', '.join(runtimes.selectable())}")
         if not 0 <= self.margin < 1:
             raise UsageError(f"--margin is a fraction (0.02 = 2%), got {self.margin!r}")
         if self.cell_timeout is not None and self.cell_timeout <= 0:
@@ -184,7 +184,7 @@ class LLMBenchmark:
             group = [n for n in out if get_scheme(n).runtime == runtime]
             refs = [n for n in group if get_scheme(n).reference]
             if not refs:
-                ref = "gguf-f16" if device_type == "cuda" else "gguf-f32"
+                ref = runtimes.get(runtime).reference_scheme(device_type)
                 self.notes.append(f"added {ref}: {runtime} schemes are timed against {runtime}'s "
                                   "own full-precision run of the same model (like with like)")
                 refs = [ref]
@@ -196,9 +196,7 @@ class LLMBenchmark:
     def _check_runtime_fit(self, names: list[str], resolved) -> None:
         for name in names:
             scheme = get_scheme(name)
-            if scheme.runtime == "llama.cpp" and self.workload.batch_size != 1:
-                raise UsageError(f"scheme '{name}' runs in llama.cpp one sequence at a time: "
-                                 "use --batch-size 1 for GGUF schemes")
+            runtimes.for_scheme(scheme, self.runtime).check_workload(self.workload, name)
             if scheme.base == "gguf-file" or name == "gguf-file":
                 if not resolved.source_gguf:
                     raise UsageError("scheme 'gguf-file' runs a .gguf --model as it is, and "

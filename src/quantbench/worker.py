@@ -29,125 +29,10 @@ def progress(**event) -> None:
     print(PROGRESS_PREFIX + json.dumps(event), flush=True)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
+def _engine(cell, scheme, device: str):
+    from quantbench import runtimes
 
-        torch.cuda.synchronize()
-
-
-class _Engine:
-    """A loaded model ready to generate, and what it took to get there."""
-
-    def __init__(self, generate, weights: int, params: int, info: dict, close=None,
-                 for_quality=None, torch_model=None):
-        self.generate = generate  # (input_ids as lists, new_tokens) -> GenerationTiming
-        self.weights = weights
-        self.params = params
-        self.info = info
-        self.close = close or (lambda: None)
-        # quality plan -> (logits(ids) -> fp32 [len, vocab], generate(ids, n) -> ids, close)
-        self.for_quality = for_quality
-        self.torch_model = torch_model  # None for engines of their own (llama.cpp)
-
-
-def _torch_engine(cell, scheme, device: str) -> _Engine:
-    import torch
-
-    from quantbench import models
-    from quantbench.measure import memory
-    from quantbench.runtimes import eager
-    from quantbench.schemes.registry import torch_dtype
-
-    device_type = device.split(":")[0]
-    dtype = torch_dtype(scheme.compute_dtype(device_type))
-    progress(phase="load")
-    start = time.perf_counter()
-    model = models.load(cell.model, dtype, "cpu" if scheme.build_on_cpu else device, cell.seed)
-    _sync(device)
-    load_s = time.perf_counter() - start
-
-    progress(phase="quantize")
-    start = time.perf_counter()
-    model = scheme.apply(model, device)
-    _sync(device)
-    quantize_s = time.perf_counter() - start
-    memory.release_freed_memory()  # the float weights a quantizer replaced
-
-    def eager_generate(ids, new_tokens):
-        input_ids = torch.tensor(ids, dtype=torch.long, device=device)
-        return eager.generate(model, input_ids, new_tokens, device)
-
-    info = {"load_s": load_s, "quantize_s": quantize_s, "dtype": str(dtype).replace("torch.", ""),
-            "unread_weight_bytes": memory.unread_embedding_bytes(model),
-            "tables": memory.table_facts(model)}
-    generate = eager_generate
-    if cell.runtime == "compiled":
-        from quantbench.runtimes.compiled import CompiledDecoder
-
-        w = cell.workload
-        progress(phase="compile")
-        decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens)
-        start = time.perf_counter()
-        info["compiled"] = decoder.prepare(cell.prompt["ids"])
-        info["compiled"]["prepare_s"] = time.perf_counter() - start  # never inside the timings
-        info["kv_positions_read"] = decoder.max_cache_len  # attention reads the whole static cache
-        generate = decoder.generate
-
-    def logits(ids):
-        with torch.no_grad():
-            out = model(input_ids=torch.tensor([ids], dtype=torch.long, device=device),
-                        use_cache=False)
-        return out.logits[0].float().cpu().numpy()
-
-    def greedy(ids, new_tokens):  # any prompt length: the compiled decoder is sized for one
-        return eager_generate([ids], new_tokens).tokens[0]
-
-    return _Engine(generate, memory.weight_bytes(model), memory.parameter_count(model), info,
-                   for_quality=lambda plan: (logits, greedy, lambda: None), torch_model=model)
-
-
-def _llamacpp_engine(cell, scheme, device: str) -> _Engine:
-    from quantbench.measure import memory
-    from quantbench.runtimes import llamacpp
-
-    path, info = llamacpp.prepare(cell, scheme, progress)
-    memory.release_freed_memory()  # the torch model an export held
-    facts = llamacpp.file_facts(path)
-    progress(phase="load")
-    start = time.perf_counter()
-    w = cell.workload
-    threads = llamacpp.threads_for(scheme)
-    engine = llamacpp.LlamaCppModel(path, w.prompt_tokens + w.new_tokens, threads,
-                                    gpu=device.startswith("cuda"))
-    load_s = time.perf_counter() - start
-
-    def generate(ids, new_tokens):
-        return engine.generate(ids[0], new_tokens)
-
-    def for_quality(plan):
-        """A second context that keeps every position's logits (the timed one keeps only the
-        last, as generation needs), sized for the windows and the generation prompts."""
-        engine.close()
-        longest = max(len(p["ids"]) for p in plan["generation"]["prompts"])
-        n_ctx = max(plan["context"], longest + plan["generation"]["new_tokens"])
-        scorer = llamacpp.LlamaCppModel(path, n_ctx, threads, gpu=device.startswith("cuda"),
-                                        logits_all=True)
-        return (scorer.logits, lambda ids, n: scorer.generate(ids, n).tokens[0], scorer.close)
-
-    info.update({"load_s": load_s, "gguf_file": str(path), "gguf_file_bytes": facts["file_bytes"],
-                 "gguf_tensor_types": facts["tensor_types"], "llama_threads": threads,
-                 "llama_extra_buffers": engine.extra_buffers_off or "on (llama.cpp's default)",
-                 "unread_weight_bytes": facts["unread_weight_bytes"], "tables": facts["tables"],
-                 "dtype": "as stored in the GGUF"})
-    return _Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,
-                   for_quality)
-
-
-def _engine(cell, scheme, device: str) -> _Engine:
-    if scheme.runtime == "llama.cpp":
-        return _llamacpp_engine(cell, scheme, device)
-    return _torch_engine(cell, scheme, device)
+    return runtimes.for_scheme(scheme, cell.runtime).engine(cell, scheme, device, progress)
 
 
 def _ensure_baseline_logits(cell, scheme, device: str) -> None:
@@ -175,7 +60,7 @@ def _ensure_baseline_logits(cell, scheme, device: str) -> None:
     memory.release_freed_memory()
 
 
-def _lm_eval(cell, engine: _Engine) -> dict:
+def _lm_eval(cell, engine) -> dict:
     model = engine.torch_model
     if model is None:
         return {"error": "lm-eval runs on torch schemes; llama.cpp cells are scored by "
@@ -198,7 +83,7 @@ def _tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
-def _quality(cell, engine: _Engine) -> dict:
+def _quality(cell, engine) -> dict:
     from quantbench.quality.evaluate import evaluate
 
     try:
@@ -222,16 +107,16 @@ def _kv_bytes_per_position(cell, scheme, device_type: str) -> int | None:
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    if scheme.runtime == "llama.cpp":
-        element = 2  # llama.cpp's default f16 KV cache
-    else:
-        element = {"float32": 4}.get(scheme.compute_dtype(device_type), 2)
+    from quantbench import runtimes
+
+    element = runtimes.for_scheme(scheme, cell.runtime).kv_element_bytes(scheme, device_type)
     return 2 * config.num_hidden_layers * kv_heads * head_dim * element
 
 
 def measure_cell(cell) -> dict:
     import torch
 
+    from quantbench import runtimes
     from quantbench.measure import loop, memory, telemetry
     from quantbench.measure.contention import LoadSampler
     from quantbench.schemes import get
@@ -303,10 +188,10 @@ def measure_cell(cell) -> dict:
         used = memory.nvml_used_bytes(index)
         if used is not None:
             mem["nvml_used_bytes"] = used
-        if scheme.runtime == "llama.cpp":  # torch's allocator sees none of llama.cpp's memory
+        if runtimes.for_scheme(scheme, cell.runtime).own_allocator:  # torch sees none of it
             own = memory.nvml_process_bytes(index, os.getpid())
             mem["peak_bytes"] = own
-            mem["peak_scope"] = ("this process's device memory (NVML), llama.cpp's buffers and "
+            mem["peak_scope"] = ("this process's device memory (NVML), the runtime's buffers and "
                                  "CUDA context, at the end of the timed runs" if own is not None
                                  else "unknown: NVML reports no per-process memory here")
     else:

@@ -1,9 +1,11 @@
 """Runtimes drive generation; the scheme decides how weights are stored, the runtime how the
-decode loop runs, so that comparisons stay like with like."""
+decode loop runs, so that comparisons stay like with like. Each runtime is a plug-in
+(`runtimes/base.py`); `RUNTIMES` maps the ones a user can choose to what they do."""
 
-RUNTIMES = {
-    "eager": "a plain Python decode loop over the HF model with a dynamic KV cache "
-             "(what most people run)",
-    "compiled": "static KV cache, prefill apart, each decode step torch.compile'd and replayed "
-                "as one CUDA graph (checked per cell; on the CPU: compiled, no graph)",
-}
+from quantbench.runtimes.base import Engine, Runtime, for_scheme, get, register, selectable  # noqa: F401
+
+
+def __getattr__(name):
+    if name == "RUNTIMES":  # filled when asked: the runtime modules register on first use
+        return selectable()
+    raise AttributeError(name)

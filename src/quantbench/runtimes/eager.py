@@ -90,3 +90,72 @@ def generate(model, input_ids, new_tokens: int, device: str) -> GenerationTiming
     ids = torch.cat(generated, dim=1).tolist()
     return GenerationTiming(ttft_s=intervals[0], decode_s=sum(intervals[1:]),
                             token_s=intervals[1:], tokens=ids)
+
+
+# ---- the runtime plug-in ------------------------------------------------------------------
+from quantbench.runtimes.base import Engine, Runtime, register  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class EagerRuntime(Runtime):
+    name = "eager"
+    description = ("a plain Python decode loop over the HF model with a dynamic KV cache "
+                   "(what most people run)")
+
+    def engine(self, cell, scheme, device: str, progress) -> Engine:
+        """Load the model, apply the scheme, and wrap it: the timed decode is `decoder`'s."""
+        import torch
+
+        from quantbench import models
+        from quantbench.measure import memory
+        from quantbench.schemes.registry import torch_dtype
+
+        device_type = device.split(":")[0]
+        dtype = torch_dtype(scheme.compute_dtype(device_type))
+        progress(phase="load")
+        start = time.perf_counter()
+        model = models.load(cell.model, dtype, "cpu" if scheme.build_on_cpu else device, cell.seed)
+        _sync(device)
+        load_s = time.perf_counter() - start
+
+        progress(phase="quantize")
+        start = time.perf_counter()
+        model = scheme.apply(model, device)
+        _sync(device)
+        quantize_s = time.perf_counter() - start
+        memory.release_freed_memory()  # the float weights a quantizer replaced
+
+        def eager_generate(ids, new_tokens):
+            input_ids = torch.tensor(ids, dtype=torch.long, device=device)
+            return generate(model, input_ids, new_tokens, device)
+
+        info = {"load_s": load_s, "quantize_s": quantize_s,
+                "dtype": str(dtype).replace("torch.", ""),
+                "unread_weight_bytes": memory.unread_embedding_bytes(model),
+                "tables": memory.table_facts(model)}
+        timed = self.decoder(model, cell, device, info, eager_generate, progress)
+
+        def logits(ids):
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+                            use_cache=False)
+            return out.logits[0].float().cpu().numpy()
+
+        def greedy(ids, new_tokens):  # any prompt length: a compiled decoder is sized for one
+            return eager_generate([ids], new_tokens).tokens[0]
+
+        return Engine(timed, memory.weight_bytes(model), memory.parameter_count(model), info,
+                      for_quality=lambda plan: (logits, greedy, lambda: None), torch_model=model)
+
+    def decoder(self, model, cell, device, info, eager_generate, progress):
+        """The generate function the timed runs call (here: the eager loop itself)."""
+        return eager_generate
+
+
+register(EagerRuntime())

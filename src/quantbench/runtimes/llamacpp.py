@@ -227,3 +227,59 @@ def threads_for(scheme) -> int:
     import torch
 
     return scheme.threads or torch.get_num_threads()
+
+
+# ---- the runtime plug-in ------------------------------------------------------------------
+from quantbench.runtimes.base import Engine, Runtime, register  # noqa: E402
+
+
+class LlamaCppRuntime(Runtime):
+    name = "llama.cpp"
+    description = "llama.cpp through llama-cpp-python: GGUF schemes bring it with them"
+    selectable = False
+    max_batch = 1  # one sequence at a time, as llama-cpp-python's generate runs
+    own_allocator = True  # torch's allocator sees none of llama.cpp's buffers
+
+    def kv_element_bytes(self, scheme, device_type: str) -> int:
+        return 2  # llama.cpp's default f16 KV cache
+
+    def reference_scheme(self, device_type: str) -> str:
+        return "gguf-f16" if device_type == "cuda" else "gguf-f32"
+
+    def engine(self, cell, scheme, device: str, progress) -> Engine:
+        from quantbench.measure import memory
+
+        path, info = prepare(cell, scheme, progress)
+        memory.release_freed_memory()  # the torch model an export held
+        facts = file_facts(path)
+        progress(phase="load")
+        start = time.perf_counter()
+        w = cell.workload
+        threads = threads_for(scheme)
+        gpu = device.startswith("cuda")
+        engine = LlamaCppModel(path, w.prompt_tokens + w.new_tokens, threads, gpu=gpu)
+        load_s = time.perf_counter() - start
+
+        def generate(ids, new_tokens):
+            return engine.generate(ids[0], new_tokens)
+
+        def for_quality(plan):
+            """A second context that keeps every position's logits (the timed one keeps only
+            the last, as generation needs), sized for the windows and the generation prompts."""
+            engine.close()
+            longest = max(len(p["ids"]) for p in plan["generation"]["prompts"])
+            n_ctx = max(plan["context"], longest + plan["generation"]["new_tokens"])
+            scorer = LlamaCppModel(path, n_ctx, threads, gpu=gpu, logits_all=True)
+            return (scorer.logits, lambda ids, n: scorer.generate(ids, n).tokens[0], scorer.close)
+
+        info.update({"load_s": load_s, "gguf_file": str(path),
+                     "gguf_file_bytes": facts["file_bytes"],
+                     "gguf_tensor_types": facts["tensor_types"], "llama_threads": threads,
+                     "llama_extra_buffers": engine.extra_buffers_off or "on (llama.cpp's default)",
+                     "unread_weight_bytes": facts["unread_weight_bytes"], "tables": facts["tables"],
+                     "dtype": "as stored in the GGUF"})
+        return Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,
+                      for_quality)
+
+
+register(LlamaCppRuntime())
