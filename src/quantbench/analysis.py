@@ -27,9 +27,15 @@ def build_records(store, run_id: str) -> list[dict]:
         record["run_state"] = state
         record["roofline"] = roofline(record, env.get("hardware") or {})
     margin = run["config"].get("margin", DEFAULT_MARGIN)
-    comparison = Comparison.of(records, margin)
-    for record in records:
-        record["vs_baseline"] = comparison.versus(record)
+    labels = {c["key"]: c["label"] for c in run["config"].get("comparisons") or []}
+    groups: dict[str, list[dict]] = {}
+    for record in records:  # each comparison against its own baseline (one for older runs)
+        record["comparison_label"] = labels.get(record["comparison"])
+        groups.setdefault(record["comparison"], []).append(record)
+    for members in groups.values():
+        comparison = Comparison.of(members, margin)
+        for record in members:
+            record["vs_baseline"] = comparison.versus(record)
     return records
 
 
@@ -157,6 +163,8 @@ def _record(run_id: str, cell: dict, env: dict, cell_env: dict) -> dict:
         "env": env,
         "role": (config.get("extra") or {}).get("role", "measure"),
         "speed_reference": (config.get("extra") or {}).get("speed_reference"),
+        "comparison": (config.get("extra") or {}).get("comparison") or "run",
+        "groups": (config.get("extra") or {}).get("groups") or [],
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import signal
@@ -11,6 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from quantbench.cli_options import config_command, names_of
 from quantbench.errors import UsageError
 
 # typer >= 0.29 vendors its own click; take its exception classes from typer itself.
@@ -40,135 +42,40 @@ RUN_EXAMPLES = """Examples:
   quantbench export --format csv > results.csv"""
 
 
-@app.command(epilog=RUN_EXAMPLES)
-def run(
-    ctx: typer.Context,
-    model: str = typer.Option("default", "--model", "-m", help="default (the bundled SmolLM2-135M), "
-                              "random:<preset>, a local HF directory, a .gguf file or a hub id."),
-    schemes: Optional[str] = typer.Option(None, "--schemes", "-s", help="Comma-separated schemes "
-                                          "(see `quantbench schemes`). Default: the baseline, bf16 "
-                                          "or fp16, an int8 and a 4-bit scheme available here."),
-    baseline: Optional[str] = typer.Option(None, help="Scheme every other is compared with; "
-                                           "it must be one of --schemes. Default: the first of "
-                                           "--schemes; without --schemes, fp32 on a CPU and bf16 "
-                                           "on a GPU."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    runtime: str = typer.Option("eager", help="eager: a plain decode loop (what most people run). "
-                                "compiled: static KV cache, each decode step torch.compile'd and "
-                                "replayed as one CUDA graph, so the hardware rather than Python "
-                                "sets the pace; compile time is recorded apart (minutes for a "
-                                "1B model). GGUF schemes always run on llama.cpp."),
-    batch_size: int = typer.Option(1, help="Sequences decoded together."),
-    prompt_tokens: int = typer.Option(128, help="Prompt length in tokens (real corpus text; "
-                                      "random ids for random-weight models)."),
-    new_tokens: int = typer.Option(64, help="Tokens generated per sequence; EOS is ignored so "
-                                   "every scheme generates exactly this many."),
-    warmup: int = typer.Option(2, help="The least number of untimed generations; more follow "
-                               "until the decode rate is steady (no trend over the last 3), up "
-                               "to --max-warmup. The record says how many it took.",
-                               rich_help_panel="Repetitions and statistics"),
-    runs: str = typer.Option("auto", help="Timed generations per scheme: a number, or auto: at "
-                             "least 5 runs and 1 s, then stop once the 95% interval of the "
-                             "median decode rate is within --target-ci, or at --max-runs / "
-                             "--max-seconds (the record says which).",
-                             rich_help_panel="Repetitions and statistics"),
-    max_warmup: int = typer.Option(10, help="Most warm-ups before timing starts anyway (the "
-                                   "cell is then marked unsteady).",
-                                   rich_help_panel="Repetitions and statistics"),
-    target_ci: float = typer.Option(0.01, help="--runs auto stops when the median's 95% "
-                                    "interval is within ± this fraction of it.",
-                                    rich_help_panel="Repetitions and statistics"),
-    max_runs: int = typer.Option(100, help="--runs auto: at most this many timed runs.",
-                                 rich_help_panel="Repetitions and statistics"),
-    max_seconds: float = typer.Option(30.0, help="--runs auto: stop after this many timed "
-                                      "seconds per cell.", rich_help_panel="Repetitions and statistics"),
-    margin: float = typer.Option(0.02, help="Practical-equivalence margin: a speedup whose "
-                                 "ratio lies within ± this fraction (or within the baseline's own "
-                                 "drift, when larger) is reported as equivalent (~), not faster "
-                                 "or slower.", rich_help_panel="Repetitions and statistics"),
-    repeat_baseline: bool = typer.Option(True, "--repeat-baseline/--no-repeat-baseline",
-                                         help="Measure the baseline again after the other cells: "
-                                         "its drift is the noise floor comparisons are held to.",
-                                         rich_help_panel="Repetitions and statistics"),
-    reuse_baseline: bool = typer.Option(False, "--reuse-baseline", help="Take the baseline from "
-                                        "an earlier identical measurement (same environment) "
-                                        "instead of measuring it in this run.",
-                                        rich_help_panel="Repetitions and statistics"),
-    db: str = typer.Option("quantbench.db", help="SQLite results database (appended to)."),
-    out_dir: str = typer.Option("quantbench-results", "--out", help="Folder for this run's JSON "
-                                "and CSV (named by run id, never overwritten)."),
-    purpose: Optional[str] = typer.Option(None, help="Why this run was made; kept with it."),
-    cell_timeout: Optional[float] = typer.Option(None, help="Seconds before a cell is killed and "
-                                                 "recorded as failed."),
-    prompt_file: Optional[str] = typer.Option(None, help="Text to take prompts from (default: the "
-                                              "Jargon File from Debian's jargon-text)."),
-    force: bool = typer.Option(False, "--force", help="Measure cells again even if this database "
-                               "already holds an identical measurement (same configuration and "
-                               "environment: host, device model, driver, library versions, "
-                               "quantbench commit)."),
-    seed: int = typer.Option(0, help="Seed for random weights and random prompt ids."),
-    log: str = typer.Option("experiments/LOG.md", "--log", help="Markdown experiment log this "
-                            "run appends an entry to ('' for none)."),
-    quality: Optional[bool] = typer.Option(None, "--quality/--no-quality", help="Measure quality "
-                                           "against the baseline on the same tokens: perplexity, "
-                                           "KL, top-1 agreement, generations. Default: on for real "
-                                           "models, off for random weights.",
-                                           rich_help_panel="Quality"),
-    eval_text: Optional[str] = typer.Option(None, help="Text for perplexity (default: the Jargon "
-                                            "File, from character 200,000).",
-                                            rich_help_panel="Quality"),
-    eval_tokens: int = typer.Option(2048, help="Tokens of evaluation text (token-level "
-                                    "perplexity over all but the first).", rich_help_panel="Quality"),
-    eval_context: int = typer.Option(512, help="Window length for perplexity.",
-                                     rich_help_panel="Quality"),
-    eval_stride: int = typer.Option(256, help="Windows start every this many tokens; each token "
-                                    "is scored once, with at least context - stride tokens before "
-                                    "it.", rich_help_panel="Quality"),
-    lm_eval_tasks: Optional[str] = typer.Option(None, help="Comma-separated lm-evaluation-harness "
-                                                "tasks run on each torch cell's model (needs "
-                                                "quantbench\\[lm-eval]; offline: tasks of "
-                                                "--lm-eval-include).", rich_help_panel="Quality"),
-    lm_eval_include: Optional[str] = typer.Option(None, help="Folder of lm-eval task YAMLs; their "
-                                                  "data_files paths are relative to it.",
-                                                  rich_help_panel="Quality"),
-    lm_eval_limit: Optional[int] = typer.Option(None, help="At most this many documents per "
-                                                "lm-eval task.", rich_help_panel="Quality"),
-    allow_shared: bool = typer.Option(False, "--allow-shared", help="Measure even while another "
-                                      "quantbench run holds this device; every cell of this run "
-                                      "is flagged as shared and never reused as clean.",
-                                      rich_help_panel="Safety"),
-    wait: bool = typer.Option(False, "--wait", help="If another run holds this device, wait "
-                              "for it to end instead of refusing.", rich_help_panel="Safety"),
-    cell_memory_limit: str = typer.Option("auto", help="Most memory one cell's process may use "
-                                          "(e.g. 8G, 800M; none for no limit); a cell over it "
-                                          "fails with 'out of memory' and the run goes on. auto: "
-                                          "90% of the memory available at the start.",
-                                          rich_help_panel="Safety"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the Python "
-                                           "code a model folder ships (HF auto_map). Off: such "
-                                           "models are refused. Recorded with the run.",
-                                           rich_help_panel="Safety"),
-):
-    """Benchmark schemes of one model, each cell in its own process, and print the comparison."""
-    from quantbench.api import LLMBenchmark, RunInterrupted
+def _run(ctx: typer.Context, given: set, values: dict):
+    """Benchmark schemes against a baseline, each cell in its own process, and print the
+    comparison. Every axis (--model, --runtime, --batch-size, --prompt-tokens, --new-tokens,
+    --device) takes a comma list: the run measures their product, each point a comparison of
+    its own."""
+    from quantbench.api import LLMBenchmark
+    from quantbench.runconfig import RunConfig
+
+    _check_conflicts(given, values)
+    config = RunConfig.from_flat(values)
+    _execute(LLMBenchmark(config, progress=_progress(), command=_command()), config)
+
+
+def _progress():
     from quantbench.report.progress import RunProgress
+
+    return RunProgress(err)
+
+
+def _command() -> str:
+    return shlex.join(["quantbench"] + sys.argv[1:])
+
+
+def _execute(bench, config) -> None:
+    """Plan (or only print the plan, --dry-run), run, print each comparison, exit by outcome."""
+    from quantbench.api import RunInterrupted
     from quantbench.report.table import caption, print_comparison
 
-    _check_conflicts(ctx, runs, quality)
-    bench = LLMBenchmark(
-        model=model, schemes=schemes, baseline=baseline, device=device,
-        runtime=runtime, batch_size=batch_size, prompt_tokens=prompt_tokens,
-        new_tokens=new_tokens, warmup=warmup, runs=runs, max_warmup=max_warmup,
-        target_ci=target_ci, max_runs=max_runs, max_seconds=max_seconds, margin=margin,
-        repeat_baseline=repeat_baseline, reuse_baseline=reuse_baseline, db=db, out=out_dir,
-        purpose=purpose,
-        cell_timeout=cell_timeout, prompt_file=prompt_file, force=force, seed=seed,
-        progress=RunProgress(err), command=shlex.join(["quantbench"] + sys.argv[1:]),
-        log=log or None, quality=quality, eval_text=eval_text, eval_tokens=eval_tokens,
-        eval_context=eval_context, eval_stride=eval_stride,
-        lm_eval_tasks=lm_eval_tasks, lm_eval_include=lm_eval_include, lm_eval_limit=lm_eval_limit,
-        allow_shared=allow_shared, wait=wait, cell_memory_limit=cell_memory_limit,
-        trust_remote_code=trust_remote_code)
+    if config.execution.dry_run:
+        from quantbench.report.dry_run import print_plan
+
+        print_plan(out, bench)
+        return
+    db = config.outputs.db
     try:
         result = bench.run()
     except RunInterrupted as exc:
@@ -178,9 +85,19 @@ def run(
     except KeyboardInterrupt:
         err.print("interrupted before any cell started: nothing was measured")
         raise typer.Exit(130)
-    print_comparison(out, result.records, title=f"quantbench run {result.run_id}")
-    for line in caption(result.records):
-        out.print(f"[dim]{line}[/dim]", highlight=False)
+    from quantbench.report.sweep import by_comparison
+
+    groups = by_comparison(result.records)
+    for title, records in groups:
+        name = f"quantbench run {result.run_id}" + (f": {title}" if len(groups) > 1 else "")
+        print_comparison(out, records, title=name)
+        for line in caption(records):
+            out.print(f"[dim]{line}[/dim]", highlight=False)
+    if len(groups) > 1:
+        from quantbench.report.sweep import crossover_lines
+
+        for line in crossover_lines(result.records):
+            out.print(line, highlight=False)
     for note in result.notes:
         out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     out.print(f"database: {result.db}   files: {', '.join(result.files) or '-'}   "
@@ -195,24 +112,69 @@ def run(
         raise typer.Exit(3)
 
 
-def _check_conflicts(ctx, runs: str, quality: Optional[bool]) -> None:
+def _check_conflicts(given: set, values: dict) -> None:
     """Options that would be silently ignored given the others: one line, exit 2."""
-    def given(name: str) -> bool:  # typer vendors its own click: compare by the enum's name
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-
+    runs = str(values.get("runs", "auto"))
     if runs.strip().lower() != "auto":
         ignored = [f"--{n.replace('_', '-')}" for n in ("target_ci", "max_runs", "max_seconds")
-                   if given(n)]
+                   if n in given]
         if ignored:
             raise UsageError(f"{', '.join(ignored)}: for --runs auto only, and --runs {runs} is "
                              "a fixed count: drop one of them")
-    if quality is False:
+    if values.get("quality") is False:
         ignored = [f"--{n.replace('_', '-')}" for n in ("eval_text", "eval_tokens", "eval_context",
-                                                       "eval_stride") if given(n)]
+                                                       "eval_stride") if n in given]
         if ignored:
             raise UsageError(f"{', '.join(ignored)}: for quality, which --no-quality turns off: "
                              "drop one of them")
+
+
+run = app.command(name="run", epilog=RUN_EXAMPLES)(
+    config_command(_run, names_of(("axes", "comparing", "repetitions", "quality", "outputs",
+                                   "safety", "execution"))))
+
+
+def _sweep(ctx: typer.Context, given: set, values: dict, file: str):
+    """Run a sweep file: the same keys as `quantbench run`'s options (batch_size: [1, 8, 32]),
+    plus `exclude:` rules and named `groups:`. Options given here override the file's.
+
+    Each finished cell is in the database at once; the same command after a kill resumes the
+    sweep (finished cells kept, none measured twice). `quantbench report` and `log` read a
+    sweep while it runs."""
+    from quantbench.api import LLMBenchmark
+    from quantbench.sweep import load_sweep
+
+    sweep = load_sweep(file)
+    settings = {**sweep.settings, **{k: v for k, v in values.items() if k in given}}
+    _check_conflicts(given | set(sweep.settings), settings)
+    from quantbench.runconfig import RunConfig
+
+    config = RunConfig.from_flat(settings)
+    bench = LLMBenchmark(config, progress=_progress(), command=_command(), groups=sweep.groups,
+                         exclude=sweep.exclude)
+    _execute(bench, config)
+
+
+SWEEP_EXAMPLES = """Example file (benchmarks/seed_table.yaml is a larger one):
+
+  model: \\[random:gpt2-124m, random:llama-3.2-1b]
+  schemes: \\[bf16, torchao-int8wo, torchao-int4wo]
+  runtime: \\[eager, compiled]
+  batch_size: \\[1, 8]
+  device: cuda
+  exclude:
+    - {runtime: eager, batch_size: 8}
+  groups:                      # optional: each group its own product, merged
+    small: {model: random:gpt2-124m}
+    batch-scaling: {runtime: compiled, batch_size: \\[1, 8, 32]}
+
+  quantbench sweep sweep.yaml --dry-run     (the cells and an estimate of their time)"""
+
+sweep = app.command(name="sweep", epilog=SWEEP_EXAMPLES)(
+    config_command(_sweep, names_of(("outputs", "safety", "execution"), ()) + ["force"],
+                   leading=[inspect.Parameter(
+                       "file", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                       default=typer.Argument(..., help="The sweep's YAML file."))]))
 
 
 @app.command()

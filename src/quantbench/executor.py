@@ -93,20 +93,40 @@ def _memory_failure(result: dict, memory_limit: int | None, stderr_tail: str) ->
 
 
 def run_cell(cell: dict, timeout_s: float | None, on_event=None,
-             memory_limit: int | None = None) -> tuple[dict, float]:
+             memory_limit: int | None = None, place_on: str | None = None,
+             cancel=None) -> tuple[dict, float]:
     """Measure one cell (its CellConfig dict) in a subprocess; returns (result, wall seconds).
     With `memory_limit` (bytes) the worker cannot map more (CPU cells) and is killed once its
-    resident memory passes it (every cell: also where a hard limit would break CUDA)."""
+    resident memory passes it (every cell: also where a hard limit would break CUDA).
+    `place_on`: the concrete device (cuda:N) of a cell whose device names a pool (cuda); with
+    several GPUs here the worker sees only that one (CUDA_VISIBLE_DEVICES), as cuda:0.
+    `cancel` (a threading.Event): set by the run when it is interrupted in another thread; the
+    cell's processes are killed and KeyboardInterrupt raised here."""
+    from quantbench.devices import visible_mask
+
+    result, wall = _run(cell, timeout_s, on_event, memory_limit, place_on or cell["device"],
+                        visible_mask(place_on or cell["device"]), cancel)
+    if place_on and place_on != cell["device"] or result.get("status") == "ok" and \
+            cell["device"].startswith("cuda"):
+        result.setdefault("info", {})["placed_on"] = place_on or cell["device"]
+    return result, wall
+
+
+def _run(cell: dict, timeout_s, on_event, memory_limit, device: str, mask: str | None, cancel):
+    env = _worker_env()
+    if mask is not None:
+        env["CUDA_VISIBLE_DEVICES"] = mask
+        device = "cuda:0"
     with tempfile.TemporaryDirectory(prefix="quantbench-cell-") as tmp:
         tmp = Path(tmp)
         cell_path, result_path, log_path = tmp / "cell.json", tmp / "result.json", tmp / "stderr.log"
-        cell_path.write_text(json.dumps(cell))
+        cell_path.write_text(json.dumps({**cell, "device": device}))
         start = time.perf_counter()
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "quantbench.worker", str(cell_path), str(result_path)],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
-                env=_worker_env(), start_new_session=True,
+                env=env, start_new_session=True,
                 preexec_fn=_child_setup(memory_limit, not cell["device"].startswith("cuda")))
             lines: queue.Queue = queue.Queue()
             reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
@@ -121,6 +141,8 @@ def run_cell(cell: dict, timeout_s: float | None, on_event=None,
                         line = None
                     if line is None and proc.poll() is not None and not reader.is_alive():
                         break
+                    if cancel is not None and cancel.is_set():
+                        raise KeyboardInterrupt
                     if line and line.startswith(PROGRESS_PREFIX) and on_event:
                         try:
                             on_event(json.loads(line[len(PROGRESS_PREFIX):]))

@@ -64,7 +64,8 @@ class Store:
         try:
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30)
+            # One connection shared by a run's device threads, which take turns (api.py's lock).
+            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
@@ -157,6 +158,27 @@ class Store:
                 "ORDER BY cell_row DESC", (cell_id,)):
             if not contention_flag(json.loads(info)):
                 return row, run_id
+        return None
+
+    def wall_estimate(self, cell: dict) -> tuple[float, str] | None:
+        """(seconds, how) a cell took before: the same cell, else the same model, scheme,
+        runtime and workload on the same kind of device (another environment or settings)."""
+        same = [w for (w,) in self.db.execute(
+            "SELECT wall_s FROM cells WHERE cell_id=? AND status='ok'", (cell["cell_id"],))]
+        if same:
+            return sorted(same)[len(same) // 2], "this cell before"
+        like = []
+        workload = json.dumps(cell["workload"], sort_keys=True)
+        for wall, config, device in self.db.execute(
+                "SELECT wall_s, config, device FROM cells WHERE model=? AND scheme=? AND "
+                "runtime=? AND status='ok'", (cell["model"]["name"], cell["scheme"],
+                                              cell["runtime"])):
+            config = json.loads(config)
+            if (device.split(":")[0] == cell["device"].split(":")[0] and
+                    json.dumps(config["workload"], sort_keys=True) == workload):
+                like.append(wall)
+        if like:
+            return sorted(like)[len(like) // 2], "a like cell before"
         return None
 
     def run_ids(self) -> list[str]:

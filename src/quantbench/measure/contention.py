@@ -8,6 +8,8 @@ another process computed on its GPU; such a cell is flagged in every output and 
 
 from __future__ import annotations
 
+from quantbench.devices import nvml_handle
+
 import os
 import threading
 import time
@@ -53,7 +55,7 @@ def gpu_pids(device: str) -> set[int] | None:
         import pynvml
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        handle = nvml_handle(pynvml, index)
         return {p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)}
     except Exception as exc:  # NVML absent or not permitted: said in the record, not guessed
         global NVML_ERROR
@@ -65,16 +67,10 @@ NVML_ERROR: str | None = None
 
 
 def _nvml_index(device: str) -> int | None:
-    """NVML counts every GPU of the host; torch counts the visible ones."""
+    """torch's index of the device; devices.nvml_handle finds NVML's GPU for it."""
     if not device.startswith("cuda"):
         return None
-    index = int(device.split(":")[1]) if ":" in device else 0
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        parts = [p.strip() for p in visible.split(",")]
-        if index < len(parts) and parts[index].isdigit():
-            return int(parts[index])
-    return index
+    return int(device.split(":")[1]) if ":" in device else 0
 
 
 class LoadSampler:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from quantbench.devices import nvml_handle
+
 import os
 import resource
 from pathlib import Path
@@ -266,7 +268,7 @@ def nvml_process_bytes(index: int, pid: int) -> int | None:
         import pynvml
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        handle = nvml_handle(pynvml, index)
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if proc.pid == pid and proc.usedGpuMemory is not None:
                 return int(proc.usedGpuMemory)
@@ -280,7 +282,7 @@ def nvml_used_bytes(index: int) -> int | None:
         import pynvml
 
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        handle = nvml_handle(pynvml, index)
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
     except Exception:  # no driver, no library (CPU machines), or no permission
         return None

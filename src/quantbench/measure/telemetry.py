@@ -4,6 +4,8 @@ a reason says why; they are never zero-filled."""
 
 from __future__ import annotations
 
+from quantbench.devices import nvml_handle
+
 import threading
 import time
 
@@ -25,7 +27,7 @@ class GPUSampler:
 
             pynvml.nvmlInit()
             self.nvml = pynvml
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.handle = nvml_handle(pynvml, index)
         except Exception as exc:  # no library, no driver, no device
             self.nvml = None
             self.reason = f"NVML unavailable ({type(exc).__name__})"

@@ -8,6 +8,7 @@ from quantbench.analysis import build_records
 from quantbench.config import repetitions_text
 from quantbench.report import dashboard, html, panels
 from quantbench.report.markdown import summary
+from quantbench.report.sweep import by_comparison, crossover_lines
 from quantbench.report.table import runtimes
 
 
@@ -36,7 +37,8 @@ def write_report(store, run_id: str, out: str) -> list[str]:
     records = build_records(store, run_id)
     built = panels.build(records, history(store))
     head = records[0] if records else None
-    title = f"quantbench run {run_id}" + (f": {head['model']} on {head['device']}" if head else "")
+    models = sorted({r["model"] for r in records})
+    title = f"quantbench run {run_id}" + (f": {', '.join(models)} on {head['device']}" if head else "")
     lines = []
     if head:
         w = head["workload"]
@@ -50,7 +52,17 @@ def write_report(store, run_id: str, out: str) -> list[str]:
         purpose = store.run(run_id)["purpose"]
         if purpose:
             lines.append(f"purpose: {purpose}")
-        lines += summary(records)
+        comparisons = by_comparison(records)
+        if len(comparisons) > 1:
+            lines[1] = (f"a sweep of {len(comparisons)} comparisons, each against the baseline of "
+                        f"its own model, runtime, workload and device; "
+                        f"{repetitions_text(head['repetitions'])}")
+            lines += crossover_lines(records) or ["no axis varies between comparisons of the "
+                                                  "same scheme: no crossover to show"]
+            for label, members in comparisons:
+                lines += [f"{label}: {line}" for line in summary(members)]
+        else:
+            lines += summary(records)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     png = _new_path(folder, f"{run_id}-dashboard", ".png")

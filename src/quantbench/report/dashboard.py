@@ -32,7 +32,10 @@ def render_png(panels: list[Panel], title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(22, 10))
+    rows = (len(panels) + 3) // 4
+    fig, axes = plt.subplots(rows, 4, figsize=(22, 5 * rows))
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     for ax, panel in zip(axes.flat, panels):
         ax.set_title(panel.title, fontsize=10)
         if panel.reason:
@@ -66,6 +69,24 @@ def render_png(panels: list[Panel], title: str, path: Path) -> None:
             ax.legend(fontsize=8)
         elif panel.key == "roofline":
             _pair(ax, d["x"], d["achieved"], d["ceiling"], ("achieved", "ceiling"))
+        elif panel.key.startswith("crossover_"):
+            for s in d["series"]:
+                ax.errorbar(s["x"], s["y"], yerr=[[y - lo for y, lo in zip(s["y"], s["low"])],
+                                                  [hi - y for y, hi in zip(s["y"], s["high"])]],
+                            marker="o", capsize=3, label=s["name"])
+            ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+            ax.set_xscale("log")
+            ax.set_xlabel(d["x_title"])
+            ax.set_ylabel("x baseline")
+            ax.legend(fontsize=7)
+        elif panel.key == "pareto_batch":
+            for name, s in d["series"].items():
+                ax.plot(s["x"], s["y"], marker="o", label=name)
+                for x, y, text, front in zip(s["x"], s["y"], s["label"], s["front"]):
+                    ax.annotate(text + (" *" if front else ""), (x, y), fontsize=7)
+            ax.set_xlabel("decode tok/s per device")
+            ax.set_ylabel("decode tok/s per sequence")
+            ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -47,6 +47,23 @@ def _figure(panel: Panel):
     elif panel.key == "roofline":
         fig.add_bar(x=d["x"], y=d["achieved"], name="achieved tok/s")
         fig.add_bar(x=d["x"], y=d["ceiling"], name="ceiling tok/s")
+    elif panel.key.startswith("crossover_"):
+        for s in d["series"]:
+            error = {"type": "data", "symmetric": False,
+                     "array": [hi - y for y, hi in zip(s["y"], s["high"])],
+                     "arrayminus": [y - lo for y, lo in zip(s["y"], s["low"])]}
+            fig.add_scatter(x=s["x"], y=s["y"], error_y=error, mode="lines+markers",
+                            name=esc(s["name"]))
+        fig.add_hline(y=1.0, line_dash="dash")
+        fig.update_xaxes(type="log", title=d["x_title"])
+        fig.update_yaxes(title="x baseline")
+    elif panel.key == "pareto_batch":
+        for name, s in d["series"].items():
+            fig.add_scatter(x=s["x"], y=s["y"], mode="lines+markers+text", name=esc(name),
+                            text=[esc(t) + (" *" if f else "") for t, f in zip(s["label"], s["front"])],
+                            textposition="top center")
+        fig.update_xaxes(title="decode tok/s per device (all sequences)")
+        fig.update_yaxes(title="decode tok/s per sequence")
     fig.update_layout(title=panel.title, height=380, margin={"l": 50, "r": 20, "t": 50, "b": 60})
     return fig
 

@@ -8,6 +8,7 @@ from quantbench.analysis import build_records
 from quantbench.report.generations import to_markdown as generations_markdown
 from quantbench.config import repetitions_text
 from quantbench.report.markdown import LEGEND, _cell, _code, lm_eval_markdown, results_table, summary
+from quantbench.report.sweep import by_comparison, crossover_lines
 from quantbench.report.table import _old_scope, runtimes
 
 LOG_HEADER = ("# quantbench experiment log\n\nOne entry per `quantbench run`, generated from the "
@@ -56,7 +57,26 @@ def entry(store, run_id: str, number: int) -> str:
         f"{repetitions_text(reps)} per scheme; equivalence margin "
         f"{config.get('margin', 0.02):.0%}; prompts from "
         f"`{_code(config['prompt']['source'])}`",
-        f"- **Command:** `{_code(run['command'] or 'Python API')}`", "",
+        f"- **Command:** `{_code(run['command'] or 'Python API')}`", ""]
+    comparisons = by_comparison(records)
+    if len(comparisons) > 1:
+        lines[4] = f"- **Models:** " + ", ".join(sorted({f"`{_code(r['model_spec'])}`"
+                                                          for r in records}))
+        lines[6] = (f"- **Configuration:** a sweep of {len(comparisons)} comparisons, each "
+                    "scheme against the baseline of its own model, runtime, workload and device; "
+                    f"{repetitions_text(reps)} per scheme; equivalence margin "
+                    f"{config.get('margin', 0.02):.0%}")
+        lines += ["### Results", ""]
+        for label, members in comparisons:
+            lines += [f"#### {_cell(label)}", "", results_table(members), ""]
+            lines += [f"- {_cell(line)}" for line in summary(members)] + [""]
+        lines += ["### Crossovers", ""]
+        lines += [f"- {_cell(line)}" for line in crossover_lines(records)] or [
+            "- none: no axis varies between comparisons of the same scheme"]
+        lines += ["", "Decode CI: distribution-free interval for the median; speedup CI: "
+                  f"bootstrap of the ratio of medians ({LEGEND})."]
+        return _tail(lines, records, store, run, config)
+    lines += [
         "### Results", "", results_table(records), "",
         "Decode CI: distribution-free interval for the median; speedup CI: bootstrap of the ratio "
         f"of medians ({LEGEND}). Peak MB: "
@@ -64,6 +84,10 @@ def entry(store, run_id: str, number: int) -> str:
                             if r["status"] == "ok"})) + ".",
         "", "### Summary", ""]
     lines += [f"- {_cell(line)}" for line in summary(records)]
+    return _tail(lines, records, store, run, config)
+
+
+def _tail(lines: list[str], records, store, run, config) -> str:
     for section in (lm_eval_markdown(records), generations_markdown(records)):
         if section:
             lines += ["", section.rstrip("\n")]

@@ -32,7 +32,17 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     """`records`: the run's cells; `history`: every ok cell of the database (size vs speed)."""
     from quantbench.report.markdown import scheme_label
 
+    from quantbench.report.sweep import short_labels
+
     ok = _ok(records)
+    short = short_labels(records)  # {} for one comparison: the scheme names say it all
+
+    def scheme_label(r, plain=scheme_label):
+        return plain(r) + (f" · {short[r['comparison']]}" if short.get(r.get("comparison")) else "")
+
+    def name(r):
+        return r["scheme"] + (f" · {short[r['comparison']]}" if short.get(r.get("comparison")) else "")
+
     schemes = [scheme_label(r) for r in ok]
     panels = []
 
@@ -54,7 +64,7 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     speedup = Panel("speedup", "Decode speedup vs baseline, GGUF vs llama.cpp's own F32/F16 (95% CI)")
     if versus:
         # "gguf-q4_k_m / gguf-f32": a GGUF scheme's bar is against llama.cpp's own reference.
-        speedup.data = {"x": [r["scheme"] + (f" / {r['vs_baseline']['speed_reference']}"
+        speedup.data = {"x": [name(r) + (f" / {r['vs_baseline']['speed_reference']}"
                                              if r["vs_baseline"].get("speed_reference") else "")
                               for r in versus],
                         "y": [r["vs_baseline"]["decode_speedup"]["ratio"] for r in versus],
@@ -67,7 +77,7 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     util = Panel("gpu_util", "GPU utilization (%)")
     with_util = [r for r in ok if "gpu_util_pct" in r["metrics"]]
     if with_util:
-        util.data = {"x": [r["scheme"] for r in with_util],
+        util.data = {"x": [name(r) for r in with_util],
                      "y": [r["metrics"]["gpu_util_pct"]["median"] for r in with_util]}
     elif ok and all(r["device"] == "cpu" for r in ok):
         util.reason = "CPU run: there is no GPU to measure"
@@ -78,7 +88,7 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     reduction = Panel("memory_reduction", "Weight memory reduction vs baseline (%)")
     reduced = [r for r in ok if not r["baseline"] and "weights_reduction_pct" in (r.get("vs_baseline") or {})]
     if reduced:
-        reduction.data = {"x": [r["scheme"] for r in reduced],
+        reduction.data = {"x": [name(r) for r in reduced],
                           "y": [r["vs_baseline"]["weights_reduction_pct"] for r in reduced]}
     else:
         reduction.reason = "no successful baseline and scheme to compare"
@@ -102,7 +112,7 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     quality = Panel("quality_speed", "Quality (KL vs baseline) vs decode speed, Pareto frontier")
     scored = [r for r in ok if (r.get("quality") or {}).get("kl_mean") is not None]
     if scored:
-        pts = [(r["metrics"]["decode_tok_s"]["median"], r["quality"]["kl_mean"], r["scheme"]) for r in scored]
+        pts = [(r["metrics"]["decode_tok_s"]["median"], r["quality"]["kl_mean"], name(r)) for r in scored]
         quality.data = {"points": pts, "front": pareto(pts)}
     elif ok and ok[0].get("random_weights"):
         quality.reason = "random weights: quality is meaningless, so it is not measured"
@@ -113,7 +123,7 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     roofline = Panel("roofline", "Roofline: achieved vs ceiling tok/s")
     profiled = [r for r in ok if (r.get("roofline") or {}).get("ceiling_tok_s")]
     if profiled:
-        roofline.data = {"x": [r["scheme"] for r in profiled],
+        roofline.data = {"x": [name(r) for r in profiled],
                          "achieved": [r["metrics"]["decode_tok_s"]["median"] for r in profiled],
                          "ceiling": [r["roofline"]["ceiling_tok_s"] for r in profiled]}
     elif ok and (ok[0].get("roofline") or {}).get("reason"):
@@ -121,4 +131,43 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     else:
         roofline.reason = "no hardware profile (bandwidth ceiling) recorded for this device"
     panels.append(roofline)
+    if short:
+        panels += sweep_panels(records)
     return panels
+
+
+def sweep_panels(records: list[dict]) -> list[Panel]:
+    """A sweep's own charts: speedup along each axis that varies (where quantization stops
+    paying), and tok/s per sequence against tok/s per device across batch sizes (Pareto)."""
+    from quantbench.report.sweep import AXES, pareto as pareto_points, series
+
+    out = []
+    for axis, (what, _) in AXES.items():
+        lines = series(records, axis)
+        if not lines:
+            continue
+        panel = Panel(f"crossover_{axis}", f"Decode speedup vs {what} (95% CI; 1 = baseline)")
+        panel.data = {"axis": axis, "log_x": axis != "context" or True,
+                      "series": [{"name": f"{l['scheme']} ({', '.join(str(f) for f in l['fixed'][:2])})",
+                                  "x": [p["x"] / 1e6 if axis == "model" else p["x"] for p in l["points"]],
+                                  "y": [p["ratio"] for p in l["points"]],
+                                  "low": [p["ci95"][0] for p in l["points"]],
+                                  "high": [p["ci95"][1] for p in l["points"]]} for l in lines],
+                      "x_title": {"batch_size": "batch size", "model": "parameters (M)",
+                                  "context": "prompt + new tokens"}[axis]}
+        out.append(panel)
+    pts = pareto_points(records)
+    if len({p["batch_size"] for p in pts}) > 1:
+        panel = Panel("pareto_batch", "tok/s per sequence vs tok/s per device (across batch "
+                      "sizes; Pareto front marked)")
+        by: dict[str, dict] = {}
+        for p in pts:
+            s = by.setdefault(f"{p['scheme']} · {p['model']}", {"x": [], "y": [], "label": [],
+                                                                "front": []})
+            s["x"].append(p["per_device"])
+            s["y"].append(p["per_sequence"])
+            s["label"].append(f"batch {p['batch_size']}")
+            s["front"].append(p["pareto"])
+        panel.data = {"series": by}
+        out.append(panel)
+    return out

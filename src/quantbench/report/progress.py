@@ -16,53 +16,72 @@ class RunProgress:
                             MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
                             transient=False)
         self.cells = None
-        self.current = None
-        self.scheme = ""
+        self.many = False
+        self.lanes: list[str] = []
+        self._names: dict = {}
 
     def converting(self, message: str):
         """A spinner with elapsed time around a one-time model conversion."""
         self.console.print(message)
         return self.console.status(f"{message}: seconds to a minute")
 
-    def start(self, n_cells: int, model, device: str) -> None:
-        label = f" [yellow]({model.label})[/yellow]" if model.random_weights else ""
-        self.console.print(f"Benchmarking [bold]{model.name}[/bold]{label} on {device}: "
-                           f"{n_cells} scheme(s), each in its own process")
+    def start(self, n_cells: int, comparisons, lanes: list[str]) -> None:
+        self.many = len(comparisons) > 1
+        self.lanes = lanes
+        first = comparisons[0].cells[0].model
+        models = {c.cells[0].model["fingerprint"] for c in comparisons}
+        if len(models) == 1:
+            from quantbench.models import RANDOM_LABEL
+
+            label = (f" [yellow]({RANDOM_LABEL})[/yellow]"
+                     if first.get("random_weights") else "")
+            what = f"[bold]{first['name']}[/bold]{label}"
+        else:
+            what = f"{len(models)} models"
+        where = lanes[0] if len(lanes) == 1 else f"{len(lanes)} devices ({', '.join(lanes)})"
+        self.console.print(f"Benchmarking {what} on {where}: {len(comparisons)} comparison(s), "
+                           f"{n_cells} cell(s), each in its own process")
         self.bar.start()
         self.cells = self.bar.add_task("cells", total=n_cells)
 
-    def cell_started(self, scheme: str) -> None:
-        self.scheme = scheme
-        self.current = self.bar.add_task(f"{scheme}: starting", total=None)
+    def _name(self, scheme: str, comparison, lane: str | None = None) -> str:
+        prefix = f"[{comparison.label}] " if self.many else ""
+        suffix = f" on {lane}" if lane and len(self.lanes) > 1 else ""
+        return f"{prefix}{scheme}{suffix}"
 
-    def event(self, event: dict) -> None:
-        if self.current is None:
+    def cell_started(self, scheme: str, comparison, lane: str | None = None):
+        name = self._name(scheme, comparison, lane)
+        task = self.bar.add_task(f"{name}: starting", total=None)
+        self._names[task] = name
+        return task
+
+    def event(self, event: dict, task=None) -> None:
+        if task is None:
             return
+        name = self._names.get(task, "")
         phase = event.get("phase")
         if phase in PHASES:
-            self.bar.update(self.current, description=f"{self.scheme}: {PHASES[phase]}")
+            self.bar.update(task, description=f"{name}: {PHASES[phase]}")
         elif phase in ("warmup", "run"):
-            self.bar.update(self.current, description=f"{self.scheme}: {phase}",
+            self.bar.update(task, description=f"{name}: {phase}",
                             total=event["n"], completed=event["i"] - 1)
 
-    def cell_finished(self, scheme: str, result: dict, wall: float) -> None:
-        if self.current is not None:
-            self.bar.remove_task(self.current)
-            self.current = None
-        if result["status"] == "ok":
-            from rich.markup import escape
+    def cell_finished(self, scheme: str, result: dict, wall: float, task=None) -> None:
+        from rich.markup import escape
 
+        name = self._names.pop(task, scheme)
+        if task is not None:
+            self.bar.remove_task(task)
+        if result["status"] == "ok":
             from quantbench.measure.contention import contention_flag
 
             median = sorted(result["metrics"].get("decode_tok_s", [0]))
             flag = contention_flag(result.get("info") or {})
-            self.bar.console.print(f"  [green]ok[/green] {escape(scheme)}: {median[len(median) // 2]:.1f} "
+            self.bar.console.print(f"  [green]ok[/green] {escape(name)}: {median[len(median) // 2]:.1f} "
                                    f"decode tok/s ({wall:.0f} s)"
                                    + (f" [yellow]contended: {escape(flag)}[/yellow]" if flag else ""))
         else:
-            from rich.markup import escape
-
-            self.bar.console.print(f"  [red]failed[/red] {escape(scheme)}: {escape(str(result['error']))}",
+            self.bar.console.print(f"  [red]failed[/red] {escape(name)}: {escape(str(result['error']))}",
                                    highlight=False)
         self.bar.advance(self.cells)
 
@@ -71,8 +90,11 @@ class RunProgress:
 
         self.console.print(f"[yellow]{escape(text)}[/yellow]")
 
-    def reused(self, scheme: str, run_id: str) -> None:
-        self.bar.console.print(f"  [cyan]reused[/cyan] {scheme}: measured in run {run_id} "
+    def reused(self, scheme: str, run_id: str, comparison=None) -> None:
+        from rich.markup import escape
+
+        name = escape(self._name(scheme, comparison) if comparison is not None else scheme)
+        self.bar.console.print(f"  [cyan]reused[/cyan] {name}: measured in run {run_id} "
                                "(--force measures again)")
         self.bar.advance(self.cells)
 
