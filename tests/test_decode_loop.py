@@ -57,3 +57,32 @@ def test_a_failed_capture_reports_the_operation_that_broke_it_not_only_the_after
         "RuntimeError: CUDA error: operation not permitted when stream is capturing (then "
         "RuntimeError: CUDA error: operation failed due to a previous error during capture)")
     assert _error_text(ValueError("alone")) == "ValueError: alone"
+
+
+def test_the_graph_check_accepts_argmax_ties_within_rounding_and_refuses_wrong_tokens():
+    """A batch of random-weight rows can flip an argmax between two kernels: the check holds
+    the graph's tokens to the uncompiled step's logits within rounding, not to its ids. Fed
+    the step's own tokens it agrees; a token far from the best (a frozen host value) fails."""
+    from quantbench.runtimes import compiled
+
+    model = models.load({"kind": "random", "preset": "tiny"}, torch.bfloat16, "cpu", seed=3)
+    ids = torch.randint(0, 512, (8, 12), generator=torch.Generator().manual_seed(1))
+    decoder = compiled.CompiledDecoder(model, "cpu", batch=8, prompt_tokens=12, new_tokens=9,
+                                       inductor=False)
+    decoder.prepare(ids.tolist())
+    tokens = torch.tensor(decoder.generate(ids.tolist(), 9).tokens)
+    good = decoder.agreement(ids.tolist(), tokens, 8)
+    assert good["within_tolerance"] and good["first_out_of_tolerance"] is None
+    assert 0 <= good["worst_gap_over_allowed"] <= 1
+    assert good["tolerance"]["rtol"] == pytest.approx(4 * torch.finfo(torch.bfloat16).eps)
+    with torch.no_grad():  # the logits at step 3 for row 5: take their worst token instead
+        decoder._prefill(ids.tolist())
+        pos = decoder.pos.clone()
+        for i in range(3):
+            logits = decoder._forward_logits(tokens[:, i:i + 1], pos)
+            pos = pos + 1
+    wrong = tokens.clone()
+    wrong[5, 3] = int(logits[5].argmin())
+    bad = decoder.agreement(ids.tolist(), wrong, 8)
+    assert not bad["within_tolerance"] and bad["first_out_of_tolerance"] == 3
+    assert bad["worst_gap_over_allowed"] > 10

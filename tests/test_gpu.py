@@ -27,7 +27,7 @@ def test_default_run_on_gpu_uses_bf16_baseline_and_gpu_memory(workdir):
     assert [r["scheme"] for r in records][:2] == ["bf16", "fp16"]
     for r in records:
         assert r["status"] == "ok", r["error"]
-        assert r["device"] == "cuda:0"
+        assert r["device"] in ("cuda:0", "cuda")  # cuda: the pool of a machine's GPUs
         assert r["memory"]["peak_allocated_bytes"] >= r["memory"]["weights_bytes"] * 0.9
         assert r["memory"]["peak_reserved_bytes"] >= r["memory"]["peak_allocated_bytes"]
         assert r["metrics"]["decode_tok_s"]["median"] > 0
@@ -245,3 +245,49 @@ def test_another_process_on_the_gpu_flags_the_cell(workdir):
     record = export_json(workdir)[0]
     # Alone on the card: neither the worker nor its run is taken for another process.
     assert record["info"]["contention"]["gpu_other_pids"] == [], record["info"]["contention"]
+
+
+def test_two_gpus_measure_two_comparisons_side_by_side_each_on_one_gpu(workdir):
+    """--device cuda on a machine with two GPUs: each comparison on one GPU (its baseline, its
+    schemes, its baseline again), the two comparisons at the same time."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs (device kind nvidia-h200-x2)")
+    proc = quantbench("run", "--model", "random:gpt2-124m", "--schemes", "bf16,fp16",
+                      "--batch-size", "1,4", "--device", "cuda", "--prompt-tokens", "64",
+                      "--new-tokens", "64", "--warmup", "1", "--runs", "10", "--log", "",
+                      cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 devices (cuda:0, cuda:1)" in proc.stderr
+    records = export_json(workdir)
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records)
+    placed = {}
+    for r in records:
+        assert r["device"] == "cuda"
+        placed.setdefault(r["comparison"], set()).add(r["info"]["placed_on"])
+        assert "gpu_util_pct" in r["metrics"]  # NVML found the GPU the cell ran on
+    assert all(len(gpus) == 1 for gpus in placed.values()), placed
+    assert set.union(*placed.values()) == {"cuda:0", "cuda:1"}
+    from datetime import datetime
+
+    spans = {}
+    for r in records:
+        start = datetime.fromisoformat(r["started_at"]).timestamp()
+        lo, hi = spans.get(r["comparison"], (start, start + r["wall_s"]))
+        spans[r["comparison"]] = (min(lo, start), max(hi, start + r["wall_s"]))
+    (a0, a1), (b0, b1) = spans.values()
+    assert min(a1, b1) - max(a0, b0) > 0  # they overlapped in time
+
+
+def test_a_batch_of_16_captures_one_graph_checked_within_rounding(workdir):
+    """Random weights at batch 16: argmax ties can flip between kernels; the graph check holds
+    the graph's tokens to the logits (within rounding) and keeps the graph."""
+    proc = quantbench("run", "--model", "random:llama-3.2-1b", "--schemes", "bf16",
+                      "--runtime", "compiled", "--batch-size", "16", "--device", "cuda:0",
+                      "--prompt-tokens", "128", "--new-tokens", "32", "--warmup", "1",
+                      "--runs", "3", "--no-repeat-baseline", "--log", "", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (record,) = export_json(workdir)
+    graph = record["info"]["compiled"]["cuda_graph"]
+    assert graph["captured"], graph
+    check = graph["check"]
+    assert check["identical"] or check["within_tolerance"], check

@@ -121,11 +121,17 @@ def test_an_ambiguous_run_prefix_says_so(workdir):
 def test_the_api_takes_lists_or_comma_strings_and_names_its_own_parameters(workdir):
     from quantbench.api import LLMBenchmark
 
+    def planned(bench):
+        (comparison,) = bench.plan()
+        return [c.scheme for c in comparison.cells], comparison.baseline
+
     for schemes in ("fp32, bf16", ["fp32", "bf16"], ["fp32,bf16"]):
-        bench = LLMBenchmark(model="random:tiny", schemes=schemes)
-        assert bench._pick_schemes("cpu", None) == (["fp32", "bf16"], "fp32")
-    twice = LLMBenchmark(model="random:tiny", schemes="fp32,bf16,fp32")
-    assert twice._pick_schemes("cpu", None)[0] == ["fp32", "bf16"]
+        bench = LLMBenchmark(model="random:tiny", schemes=schemes, device="cpu",
+                             db=str(workdir / "api.db"))
+        assert planned(bench) == (["fp32", "bf16"], "fp32")
+    twice = LLMBenchmark(model="random:tiny", schemes="fp32,bf16,fp32", device="cpu",
+                         db=str(workdir / "api.db"))
+    assert planned(twice)[0] == ["fp32", "bf16"]
     assert any("listed twice" in n for n in twice.notes)  # a stated de-duplication
     for kwargs, needle in [({"batch_size": 0}, "batch_size must be a positive integer"),
                            ({"schemes": "fp32", "baseline": "bf16"}, "baseline bf16 is not one of schemes"),
@@ -188,10 +194,8 @@ def test_api_arguments_validate_or_fail_in_one_line(schemes, baseline, runs, bat
 
     def check():
         bench = LLMBenchmark(model="random:tiny", schemes=schemes, baseline=baseline, runs=runs,
-                             batch_size=batch, margin=margin)
-        with bench._api_errors():
-            bench._check_static()
-            bench._pick_schemes("cpu", None)
+                             batch_size=batch, margin=margin, device="cpu")
+        bench.plan()
 
     _outcome(check)
 

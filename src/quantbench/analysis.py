@@ -25,7 +25,10 @@ def build_records(store, run_id: str) -> list[dict]:
     state = store.run_state(run_id)["state"]  # finished, interrupted or unfinished
     for record in records:
         record["run_state"] = state
-        record["roofline"] = roofline(record, env.get("hardware") or {})
+        # The ceilings of the machine that measured the cell (a cluster's nodes each have theirs).
+        own = (envs.get(record["env_id"]) or {}).get("hardware") or {}
+        record["roofline"] = roofline(record, own if own.get("copy_bandwidth_Bps") or
+                                      own.get("read_bandwidth_Bps") else env.get("hardware") or {})
     margin = run["config"].get("margin", DEFAULT_MARGIN)
     labels = {c["key"]: c["label"] for c in run["config"].get("comparisons") or []}
     groups: dict[str, list[dict]] = {}

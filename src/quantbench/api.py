@@ -95,7 +95,14 @@ class LLMBenchmark:
         pts = planner.points(self.config, self.groups, self.exclude)
         if not pts:
             raise UsageError("every point of the sweep is excluded: nothing to measure")
-        self.planner = planner.Planner(self.config, self.notes, on_convert=self._converting)
+        resolve = None
+        if self.config.execution.executor == "ray":
+            from quantbench.executors import ray_cluster
+
+            def resolve(spec):
+                return ray_cluster.resolve(spec, self.config.execution.address)
+        self.planner = planner.Planner(self.config, self.notes, on_convert=self._converting,
+                                       resolve_device=resolve)
         self.planner.check_schemes(pts)
         if self.config.quality.quality is not False:
             self.planner.quality_settings.validate(None)
@@ -162,18 +169,23 @@ class LLMBenchmark:
         comparisons = self._plan()
         lanes = list(dict.fromkeys(lane for c in comparisons for lane in c.lanes))
         safety, comparing = self.config.safety, self.config.comparing
+        remote = self.config.execution.executor != "local"  # devices on other machines
         locks = []
         store = None
         try:
-            if not safety.allow_shared:
+            if not safety.allow_shared and not remote:
                 waiting = (lambda text: self.progress.note(f"waiting: {text}")) if self.progress else None
                 for lane in lanes:
                     locks.append(devicelock.acquire(lane, self.command, wait=safety.wait,
                                                     on_wait=waiting))
             env = environment.collect()
-            env["hardware"] = self._hardware_profile(lanes[0], env)
-            for lane in lanes[1:]:  # every GPU of a pool measured once (cached): their rooflines
-                self._hardware_profile(lane, env)
+            if remote:  # each node measures its own ceilings; its cells' environments keep them
+                env["hardware"] = {"reason": "measured on each node of the cluster: see the "
+                                             "environment of each cell"}
+            else:
+                env["hardware"] = self._hardware_profile(lanes[0], env)
+                for lane in lanes[1:]:  # each GPU of a pool measured once (cached)
+                    self._hardware_profile(lane, env)
             cells: list[CellConfig] = []
             spans = []  # (comparison, first position, last position + 1)
             for comparison in comparisons:
@@ -185,7 +197,8 @@ class LLMBenchmark:
                 comparison.cells = own
                 spans.append((comparison, len(cells), len(cells) + len(own)))
                 cells += own
-            memory_limit = self.memory_limit(lanes[0])
+            # auto on a cluster: each node takes 90% of its own available memory
+            memory_limit = self.memory_limit(lanes[0]) if not remote else self.cell_memory_limit
             plan_id = self._plan_id(cells)
             store = Store(self.db)  # after validation: bad input leaves no database behind
             env_id = store.add_env(env)
@@ -254,73 +267,39 @@ class LLMBenchmark:
 
     def _measure(self, store: Store, run_id: str, env_id: str, spans, done: set[int],
                  memory_limit: int | None, lanes: list[str]) -> None:
-        """Each comparison on one device, its cells in order; with several devices, one
-        thread per device takes the next comparison that may run there."""
-        import threading
+        from quantbench import executors
 
-        if len(lanes) == 1:
-            for span in spans:
-                self._measure_comparison(store, run_id, env_id, span, done, memory_limit, lanes[0])
-            return
-        todo = list(spans)
-        lock = threading.Lock()  # the store and the list of comparisons left
-        errors: list[BaseException] = []
-        cancel = threading.Event()
+        executors.get(self.config.execution.executor).measure(
+            self, store, run_id, env_id, spans, done, memory_limit, lanes)
 
-        def next_for(lane: str):
-            with lock:
-                for i, span in enumerate(todo):
-                    if lane in span[0].lanes:  # pinned comparisons wait for their device
-                        return todo.pop(i)
+    @staticmethod
+    def _label(cell: CellConfig) -> str:
+        return cell.scheme + (" (baseline, again)" if cell.role != "measure" else "")
+
+    def _reusable(self, store: Store, comparison: Comparison, cell: CellConfig):
+        """An earlier clean measurement of this very cell (same environment), unless it is one
+        the comparison is held against (measured fresh) or --force."""
+        if (self.config.comparing.force or cell.role != "measure"
+                or cell.scheme in self._measured_fresh(comparison)):
             return None
-
-        def lane_worker(lane: str) -> None:
-            while not cancel.is_set():
-                span = next_for(lane)
-                if span is None:
-                    return
-                try:
-                    self._measure_comparison(store, run_id, env_id, span, done, memory_limit,
-                                             lane, lock, cancel)
-                except BaseException as exc:  # noqa: BLE001  (re-raised by the driver)
-                    errors.append(exc)
-                    cancel.set()
-
-        threads = [threading.Thread(target=lane_worker, args=(lane,), daemon=True,
-                                    name=f"quantbench-{lane}") for lane in lanes]
-        for t in threads:
-            t.start()
-        try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=0.2)
-        except BaseException:  # Ctrl-C or SIGTERM reach this thread: stop every device's cell
-            cancel.set()
-            for t in threads:
-                t.join(timeout=60)
-            raise
-        if errors:
-            raise errors[0]
+        return store.find_measured(cell.cell_id)
 
     def _measure_comparison(self, store, run_id, env_id, span, done, memory_limit, lane,
                             lock=None, cancel=None) -> None:
         from quantbench import executor
 
         comparison, first, end = span
-        fresh = self._measured_fresh(comparison)
         lock = lock or contextlib.nullcontext()
         where = lane if len(comparison.lanes) > 1 or lane != comparison.device else None
         for position, cell in zip(range(first, end), comparison.cells):
-            label = cell.scheme + (" (baseline, again)" if cell.role != "measure" else "")
+            label = self._label(cell)
             if position in done:  # measured before this run was interrupted
                 if self.progress:
                     self.progress.reused(label, run_id, comparison)
                 continue
             data = cell.to_dict()
-            reusable = (not self.config.comparing.force and cell.role == "measure"
-                        and cell.scheme not in fresh)
             with lock:
-                previous = store.find_measured(cell.cell_id) if reusable else None
+                previous = self._reusable(store, comparison, cell)
                 if previous:
                     store.link_cell(run_id, position, previous[0])
             if previous:

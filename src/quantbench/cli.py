@@ -171,7 +171,8 @@ SWEEP_EXAMPLES = """Example file (benchmarks/seed_table.yaml is a larger one):
   quantbench sweep sweep.yaml --dry-run     (the cells and an estimate of their time)"""
 
 sweep = app.command(name="sweep", epilog=SWEEP_EXAMPLES)(
-    config_command(_sweep, names_of(("outputs", "safety", "execution"), ()) + ["force"],
+    config_command(_sweep, names_of(("axes", "comparing", "repetitions", "quality", "outputs",
+                                     "safety", "execution")),
                    leading=[inspect.Parameter(
                        "file", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
                        default=typer.Argument(..., help="The sweep's YAML file."))]))

@@ -100,8 +100,10 @@ def _excluded(point: dict, rules: list) -> set | bool:
 class Planner:
     """Builds the comparisons of a run; notes collect what the run should say about them."""
 
-    def __init__(self, config: RunConfig, notes: list[str], on_convert=None):
+    def __init__(self, config: RunConfig, notes: list[str], on_convert=None,
+                 resolve_device=None):
         self.config = config
+        self.resolve_device = resolve_device  # spec -> (device, capability, lanes)
         self.notes = notes
         self.on_convert = on_convert
         self._models: dict[str, models.ResolvedModel] = {}
@@ -122,7 +124,7 @@ class Planner:
         from quantbench.devices import resolve_pool
 
         if spec not in self._devices:
-            self._devices[spec] = resolve_pool(spec)
+            self._devices[spec] = (self.resolve_device or resolve_pool)(spec)
         return self._devices[spec]
 
     def model(self, spec: str):

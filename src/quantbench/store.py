@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS samples (
     cell_row INTEGER NOT NULL REFERENCES cells(cell_row), metric TEXT NOT NULL,
     idx INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY (cell_row, metric, idx));
 """
+# A run's cells: the newest row of each position (a failed cell measured again on resume
+# keeps its first row, which the run no longer shows).
+_LATEST = ("SELECT * FROM run_cells rc WHERE rc.rowid = (SELECT MAX(r2.rowid) FROM run_cells r2 "
+           "WHERE r2.run_id = rc.run_id AND r2.position = rc.position)")
 _APPEND_ONLY = ("runs", "run_ends", "cells", "run_cells", "samples", "environments",
                 "run_interrupts")
 
@@ -142,7 +146,7 @@ class Store:
     def mark_interrupted(self, run_id: str, reason: str) -> None:
         """Ctrl-C or SIGTERM: the run stops here; the same command resumes it."""
         with self.tx() as db:
-            done = db.execute("SELECT COUNT(*) FROM run_cells WHERE run_id=?", (run_id,)).fetchone()[0]
+            done = db.execute(f"SELECT COUNT(*) FROM ({_LATEST}) WHERE run_id=?", (run_id,)).fetchone()[0]
             db.execute("INSERT INTO run_interrupts VALUES (?, ?, ?, ?)", (run_id, now(), reason, done))
 
     def link_cell(self, run_id: str, position: int, cell_row: int) -> None:
@@ -186,7 +190,8 @@ class Store:
 
     def run_state(self, run_id: str) -> dict:
         """finished / interrupted / unfinished (killed, or still running), and cells stored."""
-        done = self.db.execute("SELECT COUNT(*) FROM run_cells WHERE run_id=?", (run_id,)).fetchone()[0]
+        done = self.db.execute(f"SELECT COUNT(*) FROM ({_LATEST}) WHERE run_id=?",
+                               (run_id,)).fetchone()[0]
         end = self.db.execute("SELECT finished_at FROM run_ends WHERE run_id=?", (run_id,)).fetchone()
         stops = self.db.execute("SELECT at, reason FROM run_interrupts WHERE run_id=? ORDER BY rowid",
                                 (run_id,)).fetchall()
@@ -217,12 +222,16 @@ class Store:
     def status_counts(self, run_id: str) -> tuple[int, int]:
         """(ok, failed) cells of a run, reused ones included."""
         ok, total = self.db.execute(
-            "SELECT SUM(c.status = 'ok'), COUNT(*) FROM run_cells rc JOIN cells c USING (cell_row) "
-            "WHERE rc.run_id=?", (run_id,)).fetchone()
+            f"SELECT SUM(c.status = 'ok'), COUNT(*) FROM ({_LATEST}) rc JOIN cells c "
+            "USING (cell_row) WHERE rc.run_id=?", (run_id,)).fetchone()
         return ok or 0, total - (ok or 0)
 
     def positions_done(self, run_id: str) -> set[int]:
-        return {r[0] for r in self.db.execute("SELECT position FROM run_cells WHERE run_id=?", (run_id,))}
+        """Positions a resumed run keeps: measured ok. A failed cell is measured again (its
+        row stays in the database; the run shows the newest of each position)."""
+        return {r[0] for r in self.db.execute(
+            f"SELECT rc.position FROM ({_LATEST}) rc JOIN cells c USING (cell_row) "
+            "WHERE rc.run_id=? AND c.status='ok'", (run_id,))}
 
     def resolve_run(self, run_id: str | None) -> str:
         runs = self.run_ids()
@@ -269,8 +278,8 @@ class Store:
         rows = self.db.execute(
             "SELECT c.cell_row, c.cell_id, c.run_id, c.model, c.scheme, c.runtime, c.device, "
             "c.baseline, c.config, c.status, c.error, c.memory, c.info, c.env_id, c.started_at, "
-            "c.finished_at, c.wall_s, rc.reused FROM run_cells rc JOIN cells c USING (cell_row) "
-            "WHERE rc.run_id=? ORDER BY rc.position", (run_id,)).fetchall()
+            f"c.finished_at, c.wall_s, rc.reused FROM ({_LATEST}) rc JOIN cells c "
+            "USING (cell_row) WHERE rc.run_id=? ORDER BY rc.position", (run_id,)).fetchall()
         keys = ("cell_row", "cell_id", "measured_in_run", "model", "scheme", "runtime", "device",
                 "baseline", "config", "status", "error", "memory", "info", "env_id", "started_at",
                 "finished_at", "wall_s", "reused")

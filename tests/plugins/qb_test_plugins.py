@@ -27,6 +27,27 @@ class Hangs(Scheme):
         return model
 
 
+class LostWorker(Scheme):
+    """Kills the process that started this cell (a Ray worker) as if its node were lost: once
+    (a marker in QB_TEST_MARKERS remembers), or every time."""
+
+    def __init__(self, *args, always: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        object.__setattr__(self, "always", always)
+
+    def apply(self, model, device):
+        from pathlib import Path
+
+        marker = Path(os.environ.get("QB_TEST_MARKERS", "/tmp")) / self.name
+        if self.always or not marker.exists():
+            marker.touch()
+            os.kill(os.getppid(), signal.SIGKILL)
+            import time
+
+            time.sleep(60)  # PR_SET_PDEATHSIG ends this process with its parent
+        return model
+
+
 class Hog(Scheme):
     """Allocates and touches QB_TEST_HOG_BYTES (default 3 GB) of host memory."""
 
@@ -64,6 +85,9 @@ class BreaksTheGraph(Scheme):
 register(Raises("test-raises", "test", 32, ("cpu",), description="raises in apply"))
 register(KilledLikeOOM("test-killed", "test", 32, ("cpu",), description="SIGKILLs itself"))
 register(Hangs("test-hangs", "test", 32, ("cpu",), description="never finishes"))
+register(LostWorker("test-lost-once", "test", 32, ("cpu",), description="loses its worker once"))
+register(LostWorker("test-lost-always", "test", 32, ("cpu",), always=True,
+                    description="loses its worker every time"))
 register(Hog("test-hog", "test", 32, ("cpu", "cuda"), description="fills host memory"))
 register(CudaOOM("test-cuda-oom", "test", 32, ("cuda",), description="overfills the GPU"))
 register(BreaksTheGraph("test-graph-break", "test", 32, ("cpu", "cuda"),

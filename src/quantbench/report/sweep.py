@@ -164,6 +164,8 @@ def pareto(records: list[dict]) -> list[dict]:
 def short_labels(records: list[dict]) -> dict[str, str]:
     """{comparison: the axis values that tell it from the run's other comparisons} ("batch 8 ·
     compiled"); empty for a run of one comparison."""
+    if len({r.get("comparison") or "run" for r in records}) < 2:
+        return {}
     points = {}
     for r in records:
         p = _point(r)
