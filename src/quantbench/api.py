@@ -153,10 +153,13 @@ class LLMBenchmark:
             return self._run()
 
     def _plan_id(self, cells: list[CellConfig]) -> str:
-        """What makes two invocations the same run: the cells, in order, and where results go."""
+        """What makes two invocations the same run: the cells, in order, and where results go.
+        Not the environment: a sweep resumed on another machine (a fresh lent GPU, an upgraded
+        library) is the same plan; which of its cells stand is `_kept`'s question."""
         from quantbench.config import stable_hash
 
-        return stable_hash([[c.cell_id, c.role] for c in cells] +
+        return stable_hash([[stable_hash(dataclasses.replace(c, environment=None).identity()),
+                             c.role] for c in cells] +
                            [self.out and str(Path(self.out).resolve()),
                             self.log and str(Path(self.log).resolve())])[:16]
 
@@ -207,7 +210,7 @@ class LLMBenchmark:
                 run_id = None  # another process (--allow-shared) is measuring it right now
             done: set[int] = set()
             if run_id:
-                done = store.positions_done(run_id)
+                done = self._kept(store, run_id, spans)
                 self.notes.append(f"resumed run {run_id}, which stopped with {len(done)} of "
                                   f"{len(cells)} cells measured: those are kept, the rest "
                                   "measured now")
@@ -241,6 +244,23 @@ class LLMBenchmark:
                 lock.release()
         return RunResult(run_id=run_id, db=str(self.db), records=records, files=files,
                          wall_s=wall_s, notes=self.notes)
+
+    @staticmethod
+    def _kept(store: Store, run_id: str, spans) -> set[int]:
+        """Positions a resumed run keeps: each measured ok in this environment, and every cell
+        of a comparison measured whole in another. A comparison half measured elsewhere is
+        measured again here whole: a scheme is never held against a baseline from another
+        machine."""
+        measured = store.positions_measured(run_id)  # position -> cell_id, ok cells only
+        kept: set[int] = set()
+        for comparison, first, end in spans:
+            positions = range(first, end)
+            same = {p for p, c in zip(positions, comparison.cells) if measured.get(p) == c.cell_id}
+            if all(p in measured for p in positions):
+                kept.update(positions)
+            else:
+                kept.update(same)
+        return kept
 
     def _run_config(self, comparisons, cells, plan_id, memory_limit, run_id) -> dict:
         """What the store keeps of the run: every setting, and each comparison's point."""

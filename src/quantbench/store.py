@@ -233,6 +233,12 @@ class Store:
             f"SELECT rc.position FROM ({_LATEST}) rc JOIN cells c USING (cell_row) "
             "WHERE rc.run_id=? AND c.status='ok'", (run_id,))}
 
+    def positions_measured(self, run_id: str) -> dict[int, str]:
+        """{position: cell_id} of a run's cells measured ok (the id says its environment)."""
+        return dict(self.db.execute(
+            f"SELECT rc.position, c.cell_id FROM ({_LATEST}) rc JOIN cells c USING (cell_row) "
+            "WHERE rc.run_id=? AND c.status='ok'", (run_id,)))
+
     def resolve_run(self, run_id: str | None) -> str:
         runs = self.run_ids()
         if not runs:
