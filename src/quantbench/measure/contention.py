@@ -36,6 +36,27 @@ def _own_s() -> float:
     return t.user + t.system + _process_s(os.getppid())
 
 
+def _run_tree_s() -> float:
+    """CPU seconds of the run that started this cell and everything it started (this cell, the
+    cells measuring beside it on other GPUs, their compile workers), dead children included
+    through their parents' children times."""
+    import psutil
+
+    try:
+        parent = psutil.Process(os.getppid())
+        procs = [parent] + parent.children(recursive=True)
+    except psutil.Error:
+        return _own_s()
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _process_s(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -106,29 +127,38 @@ class LoadSampler:
         if self._gpu_known:  # a process that comes and goes mid-run is seen too
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
-        self._start = (time.monotonic(), _cpu_busy_s(), _own_s())
+        self._start = (time.monotonic(), _cpu_busy_s(), _own_s(), _run_tree_s())
         return self
 
     def __exit__(self, *exc):
-        self._end = (time.monotonic(), _cpu_busy_s(), _own_s())
+        self._end = (time.monotonic(), _cpu_busy_s(), _own_s(), _run_tree_s())
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self._gpu_sample()
 
     def result(self) -> dict:
-        (t0, busy0, own0), (t1, busy1, own1) = self._start, self._end
+        (t0, busy0, own0, tree0), (t1, busy1, own1, tree1) = self._start, self._end
         wall = max(t1 - t0, 1e-9)
         out: dict = {"cpu_cores": self.cores, "seconds": wall}
         reasons = []
         if busy0 is not None and busy1 is not None:
-            other_s = max(0.0, (busy1 - busy0) - (own1 - own0))
+            # The run's other cells (other GPUs of a sweep) are not strangers: they are
+            # recorded apart, and count only when the machine had no core left for this cell.
+            run_s = max(own1 - own0, tree1 - tree0)
+            other_s = max(0.0, (busy1 - busy0) - run_s)
             others = other_s / wall
+            siblings = max(0.0, (tree1 - tree0) - (own1 - own0)) / wall
             out["other_cpu_cores"] = others
+            out["run_other_cells_cpu_cores"] = siblings
             limit = max(CONTENDED_CORES, 0.05 * self.cores)
             out["other_cpu_threshold"] = limit
             if others >= limit and other_s >= MIN_OTHER_SECONDS:
                 reasons.append(f"other processes used {others:.1f} of {self.cores} CPU cores")
+            elif (busy1 - busy0) / wall > 0.9 * self.cores and siblings >= limit:
+                reasons.append(f"the CPU was saturated ({(busy1 - busy0) / wall:.1f} of "
+                               f"{self.cores} cores busy), {siblings:.1f} of them by this "
+                               "run's other cells")
         else:
             out["other_cpu_cores"] = None
         if self.gpu_index is not None:

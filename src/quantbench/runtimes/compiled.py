@@ -55,6 +55,19 @@ def _kernel_kind(name: str) -> str:
     return "other"
 
 
+def _compile_phases() -> dict:
+    """Where the compile's seconds went, by dynamo's own timers (tracing, AOT, inductor's
+    lowering and code generation, Triton's kernel compilation), the largest first."""
+    try:
+        from torch._dynamo.utils import compile_times
+
+        names, values = compile_times(repr="csv", aggregate=True)
+        phases = {n: float(v) for n, v in zip(names, values)}
+    except Exception:  # a private API: its absence costs the breakdown, not the cell
+        return {}
+    return dict(sorted(phases.items(), key=lambda kv: -kv[1])[:12])
+
+
 class CompiledDecoder:
     """Generates greedily with a static cache; `prepare` compiles and captures (timed apart),
     `generate` then replays."""
@@ -166,7 +179,8 @@ class CompiledDecoder:
             "second_call_s": time.perf_counter() - start,
             "graphs": int(counters["stats"].get("unique_graphs", 0)),
             "graph_breaks": int(sum(counters["graph_break"].values())),
-            "recompiles": max(0, int(counters["stats"].get("unique_graphs", 0)) - 1)}
+            "recompiles": max(0, int(counters["stats"].get("unique_graphs", 0)) - 1),
+            "phases_s": _compile_phases()}
 
     def _sync(self):
         if self.cuda:
