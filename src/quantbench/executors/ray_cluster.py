@@ -64,7 +64,8 @@ def resolve(spec: str, address: str | None):
     if not gpus:
         raise UsageError("--device cuda: the Ray cluster has no GPU (ray status lists its "
                          "resources)")
-    name, capability = ray.get(_probe.options(num_gpus=1, num_cpus=0).remote())
+    probe = ray.remote(_probe_gpu)
+    name, capability = ray.get(probe.options(num_gpus=1, num_cpus=0).remote())
     return "cuda", tuple(capability), ["ray"]
 
 
@@ -74,15 +75,8 @@ def _probe_gpu():
     return torch.cuda.get_device_name(0), list(torch.cuda.get_device_capability(0))
 
 
-_probe = None
-
-
 def _remote():
-    global _probe
-    ray = _ray()
-    if _probe is None:
-        _probe = ray.remote(_probe_gpu)
-    return ray.remote(_measure_task)
+    return _ray().remote(_measure_task)
 
 
 def _measure_task(cells: list, timeout_s, memory_limit, command: str, gpu: bool):
