@@ -74,7 +74,7 @@ def test_the_graph_check_accepts_argmax_ties_within_rounding_and_refuses_wrong_t
     good = decoder.agreement(ids.tolist(), tokens, 8)
     assert good["within_tolerance"] and good["first_out_of_tolerance"] is None
     assert 0 <= good["worst_gap_over_allowed"] <= 1
-    assert good["tolerance"]["rtol"] == pytest.approx(4 * torch.finfo(torch.bfloat16).eps)
+    assert good["tolerance"]["rtol"] == pytest.approx(8 * torch.finfo(torch.bfloat16).eps)
     with torch.no_grad():  # the logits at step 3 for row 5: take their worst token instead
         decoder._prefill(ids.tolist())
         pos = decoder.pos.clone()
@@ -85,4 +85,4 @@ def test_the_graph_check_accepts_argmax_ties_within_rounding_and_refuses_wrong_t
     wrong[5, 3] = int(logits[5].argmin())
     bad = decoder.agreement(ids.tolist(), wrong, 8)
     assert not bad["within_tolerance"] and bad["first_out_of_tolerance"] == 3
-    assert bad["worst_gap_over_allowed"] > 10
+    assert bad["worst_gap_over_allowed"] > 5

@@ -88,5 +88,6 @@ def for_scheme(scheme, runtime: str) -> Runtime:
 
 
 def _load_builtin() -> None:
-    if not RUNTIMES:
-        from quantbench.runtimes import compiled, eager, llamacpp  # noqa: F401  (they register)
+    # Always: one of them imported on its own (eager, by a test or the worker) registers only
+    # itself. Imports are cached, so this costs nothing after the first call.
+    from quantbench.runtimes import compiled, eager, llamacpp  # noqa: F401  (they register)

@@ -255,7 +255,9 @@ class CompiledDecoder:
         torch = self.torch
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()),
                      torch.float32)
-        rtol = 4 * torch.finfo(dtype if dtype in (torch.float16, torch.bfloat16)
+        # 8 units of rounding: a 32-layer 8B step in bf16 differs from its compiled twin by
+        # ~5 units at the logits (H200, batch 32); a frozen host value by hundreds.
+        rtol = 8 * torch.finfo(dtype if dtype in (torch.float16, torch.bfloat16)
                                else torch.float32).eps
         rtol = max(rtol, 1e-4)
         with torch.no_grad():
