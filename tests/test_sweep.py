@@ -200,15 +200,16 @@ def ray_cluster(tmp_path_factory):
     env = cli_env(QUANTBENCH_PLUGINS="qb_test_plugins", QB_TEST_MARKERS=str(markers),
                   RAY_USAGE_STATS_ENABLED="0")
     common = ["--num-cpus", "1", "--object-store-memory", str(80 * 2**20), "--disable-usage-stats"]
-    subprocess.run(["ray", "start", "--head", "--port", str(port), "--include-dashboard=false",
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # the ray of this interpreter
+    subprocess.run([*ray_cli, "start", "--head", "--port", str(port), "--include-dashboard=false",
                     "--temp-dir", str(temp), *common], env=env, check=True, capture_output=True,
                    timeout=120)
     try:
-        subprocess.run(["ray", "start", "--address", f"127.0.0.1:{port}", *common], env=env,
+        subprocess.run([*ray_cli, "start", "--address", f"127.0.0.1:{port}", *common], env=env,
                        check=True, capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}", markers
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([*ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_a_sweep_runs_through_a_ray_cluster_and_only_the_driver_writes(workdir, ray_cluster):
