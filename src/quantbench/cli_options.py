@@ -8,6 +8,7 @@ typed (so that a sweep file's value is only overridden by an option actually giv
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import typing
 from typing import Optional
@@ -21,7 +22,7 @@ def _option(name: str):
     section, f = FIELDS[name]
     meta = f.metadata
     kind = meta["kind"]
-    default = f.default if f.default is not dataclasses_missing() else f.default_factory()
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     decls = [flag_of(name)] + ([meta["short"]] if meta.get("short") else [])
     extra = {"help": meta["help"], "rich_help_panel": meta.get("panel")}
     if kind in ("list", "names"):
@@ -44,12 +45,6 @@ def _section_class(section: str):
     from quantbench.runconfig import SECTIONS
 
     return SECTIONS[section]
-
-
-def dataclasses_missing():
-    import dataclasses
-
-    return dataclasses.MISSING
 
 
 def names_of(sections: tuple[str, ...], skip: tuple[str, ...] = ()) -> list[str]:

@@ -12,10 +12,10 @@ import itertools
 from dataclasses import dataclass, field
 
 from quantbench import models, prompts, runtimes
-from quantbench.config import CellConfig, Repetitions, Workload, parse_name_list, stable_hash
+from quantbench.config import CellConfig, Repetitions, Workload, stable_hash
 from quantbench.errors import UsageError
 from quantbench.quality.plan import QualitySettings
-from quantbench.runconfig import AXES, RunConfig, flag_of, normalize, FIELDS
+from quantbench.runconfig import AXES, RunConfig, flag_of
 from quantbench.schemes import get as get_scheme
 
 # Preferred order per slot of the default comparison; the first available scheme is taken.
@@ -336,6 +336,3 @@ def validate_static(config: RunConfig) -> None:
         raise UsageError("--wait queues behind a run that holds the device and "
                          "--allow-shared measures beside it: pass one of them")
 
-
-__all__ = ["Planner", "Point", "Comparison", "points", "validate_static", "DEFAULT_SLOTS",
-           "parse_name_list", "normalize", "FIELDS"]

@@ -20,3 +20,21 @@ def get(name: str):
     if name not in EXECUTORS:
         raise UsageError(f"--executor '{name}' is not one of {', '.join(EXECUTORS)}")
     return importlib.import_module(EXECUTORS[name])
+
+
+def run_threads(threads, cancel, on_cancel=None) -> None:
+    """Start the executor's threads and wait for them; Ctrl-C or SIGTERM reach only this
+    (the main) thread: set `cancel`, let `on_cancel` stop remote work, join, re-raise."""
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+    except BaseException:
+        cancel.set()
+        if on_cancel is not None:
+            on_cancel()
+        for t in threads:
+            t.join(timeout=60)
+        raise

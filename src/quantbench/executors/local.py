@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+from quantbench.executors import run_threads
+
 
 def measure(bench, store, run_id: str, env_id: str, spans, done: set[int],
             memory_limit: int | None, lanes: list[str]) -> None:
@@ -38,16 +40,6 @@ def measure(bench, store, run_id: str, env_id: str, spans, done: set[int],
 
     threads = [threading.Thread(target=lane_worker, args=(lane,), daemon=True,
                                 name=f"quantbench-{lane}") for lane in lanes]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.2)
-    except BaseException:  # Ctrl-C or SIGTERM reach this thread: stop every device's cell
-        cancel.set()
-        for t in threads:
-            t.join(timeout=60)
-        raise
+    run_threads(threads, cancel)  # Ctrl-C or SIGTERM: every device's cell stops
     if errors:
         raise errors[0]

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from quantbench.errors import UsageError
+from quantbench.executors import run_threads
 
 _SRC = str(Path(__file__).resolve().parent.parent.parent)
 _TRIES = 2  # a cell whose worker is lost is measured once more
@@ -190,22 +191,14 @@ def measure(bench, store, run_id: str, env_id: str, spans, done: set[int],
 
     threads = [threading.Thread(target=_guard, args=(run_comparison, span, errors, cancel),
                                 daemon=True) for span in spans]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.2)
-    except BaseException:
-        cancel.set()
+    def cancel_streams():
         for stream in list(streams.values()):
             try:  # the task's process dies, and its cell's subprocess with it (PDEATHSIG)
                 _ray().cancel(stream, force=True)
             except Exception:
                 pass
-        for t in threads:
-            t.join(timeout=60)
-        raise
+
+    run_threads(threads, cancel, cancel_streams)
     if errors:
         raise errors[0]
 
