@@ -438,7 +438,8 @@ def test_optional_parts_that_fail_say_so_and_the_table_fits_80_and_120_columns(w
 
     from rich.console import Console
 
-    from quantbench.report.table import COLUMNS, note_text, print_comparison
+    from quantbench.report.columns import cell_text, shown
+    from quantbench.report.table import note_text, print_comparison
 
     for width in (80, 120):
         console = Console(width=width, file=io.StringIO(), record=True)
@@ -446,11 +447,11 @@ def test_optional_parts_that_fail_say_so_and_the_table_fits_80_and_120_columns(w
         text = console.export_text()
         assert max(len(line.rstrip()) for line in text.splitlines()) <= width, text
         flat = " ".join(text.split())
-        for column in COLUMNS:  # every column there, header and every value whole
+        for column in shown(records, brief=True):  # every column there, header and values whole
             for word in column.header.split():
                 assert word in flat, (width, column.header)
             for r in records:
-                assert column.value(r) in text, (width, column.header, column.value(r))
+                assert cell_text(column, r) in text, (width, column.header, cell_text(column, r))
         for r in records:
             if note_text(r):
                 assert " ".join(note_text(r).split())[:40] in flat

@@ -143,7 +143,7 @@ def test_dashboards_render_every_panel_with_no_console_errors(measured, tmp_path
     assert "CPU run: there is no GPU to measure" in dom  # an empty panel says why
     assert "<img src=\"x\"" not in dom  # the hostile purpose stayed text
     assert 'id="data"' in dom and "torchao-int8wo" in dom
-    # The data table is the terminal's (one column spec): megabytes and verdicts, not raw bytes.
+    # The data table is the Markdown view's (one column spec): megabytes and verdicts, not raw bytes.
     table = dom[dom.index('id="data"'):]
     assert "weights MB" in table and "speedup [95% CI]" in table and "runs + warm-ups" in table
     weights = export_json(root, run=runs[0])[2]["memory"]["weights_bytes"]
@@ -151,3 +151,36 @@ def test_dashboards_render_every_panel_with_no_console_errors(measured, tmp_path
     # A second report never overwrites the first.
     again = quantbench("report", "--run", runs[0], "--out", "reports", cwd=root)
     assert again.returncode == 0 and (root / "reports" / f"{runs[0]}-dashboard-2.html").exists()
+
+
+def test_one_column_spec_drives_every_view(measured, monkeypatch):
+    """A new metric is one Column: the terminal table, Markdown, HTML and CSV all show it."""
+    import io
+
+    from rich.console import Console
+
+    from quantbench.report import columns, exports, html, markdown, table
+
+    root, runs = measured
+    records = export_json(root, run=runs[0])
+    extra = columns.Column("cells_per_byte", "cells/MB",
+                           lambda r: f"{1e6 / r['memory']['weights_bytes']:.6f}",
+                           lambda r: {"cells_per_byte": 1 / r["memory"]["weights_bytes"]}, brief=True)
+    monkeypatch.setattr(columns, "COLUMNS", columns.COLUMNS + [extra])
+    want = f"{1e6 / records[0]['memory']['weights_bytes']:.6f}"
+    console = Console(width=400, file=io.StringIO(), record=True)
+    table.print_comparison(console, records)
+    text = console.export_text()
+    assert "cells/MB" in text and want in text
+    assert "| cells/MB |" in markdown.results_table(records) and want in markdown.results_table(records)
+    assert "<th>cells/MB</th>" in html._table(records) and want in html._table(records)
+    head, first = exports.to_csv(records).splitlines()[:2]
+    assert head.endswith(",cells_per_byte") and first.split(",")[-1] == repr(
+        1 / records[0]["memory"]["weights_bytes"])
+    # A column that is not brief stays out of the terminal but not out of Markdown.
+    monkeypatch.setattr(columns, "COLUMNS", columns.COLUMNS[:-1] + [
+        columns.Column("wide_only", "only-in-documents", lambda r: "doc", brief=False)])
+    console = Console(width=400, file=io.StringIO(), record=True)
+    table.print_comparison(console, records)
+    assert "only-in-documents" not in console.export_text()
+    assert "| only-in-documents |" in markdown.results_table(records)

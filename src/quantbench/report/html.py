@@ -69,18 +69,17 @@ def _figure(panel: Panel):
 
 
 def _table(records: list[dict]) -> str:
-    """The run table of the terminal, column for column (the same spec), with every note."""
-    from quantbench.report.markdown import runs_text, scheme_label
-    from quantbench.report.table import COLUMNS, note_text
+    """The run table of the Markdown view, column for column (the same spec), with every note."""
+    from quantbench.report.columns import cell_text, shown
+    from quantbench.report.markdown import scheme_label
+    from quantbench.report.table import note_text
 
-    columns = [c for c in COLUMNS if c.when(records)]
-    headers = ["scheme"] + [c.header for c in columns] + ["runs + warm-ups", "note"]
+    columns = shown(records)
+    headers = ["scheme"] + [c.header for c in columns] + ["note"]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = []
     for r in records:
-        ok = r["status"] == "ok"
-        values = ([scheme_label(r)] + [c.value(r) if ok else "-" for c in columns]
-                  + [runs_text(r) if ok else "-", note_text(r)])
+        values = [scheme_label(r)] + [cell_text(c, r) for c in columns] + [note_text(r)]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in values) + "</tr>")
     return f"<table id='data'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

@@ -91,29 +91,15 @@ def top1_text(record: dict) -> str:
 
 
 def results_table(records: list[dict]) -> str:
-    lines = ["| scheme | status | decode tok/s median [CI] | speedup [95% CI] | runs | TTFT ms | "
-             "prefill tok/s | weights MB | lm_head | peak MB | weights -% | PPL [95% CI] | KL ± SE "
-             "| top-1 % | roofline: % of ceiling tok/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """The run as a Markdown table: every column of the spec (report/columns.py)."""
+    from quantbench.report.columns import cell_text, shown
+
+    columns = shown(records)
+    lines = ["| scheme | " + " | ".join(c.header for c in columns) + " |",
+             "|" + " --- |" * (len(columns) + 1)]
     for r in records:
-        name = _cell(scheme_label(r))
-        if r["status"] != "ok":
-            lines.append(f"| {name} | failed: {_cell(r['error'])} |" + " - |" * 13)
-            continue
-        m = r["metrics"]
-        versus = r.get("vs_baseline") or {}
-        speed_text = speedup_text(r)
-        reduction = versus.get("weights_reduction_pct")
-        status = "ok" + (" (reused)" if r["reused"] else "") + (
-            f" ({_cell(contention_note(r))})" if contention_note(r) else "")
-        lines.append(
-            f"| {name} | {status} | {median_ci_text(m.get('decode_tok_s'))} "
-            f"| {speed_text} | {runs_text(r)} | {m['ttft_ms']['median']:.1f} "
-            f"| {m['prefill_tok_s']['median']:.0f} "
-            f"| {r['memory'].get('weights_bytes', 0) / 1e6:,.1f} | {tables_text(r)} "
-            f"| {(r['memory'].get('peak_bytes') or 0) / 1e6:,.1f} "
-            f"| {'-' if r['baseline'] or reduction is None else f'{reduction:.1f}%'} "
-            f"| {ppl_text(r)} | {kl_text(r)} | {top1_text(r)} | {roofline_text(r)} |")
+        lines.append(f"| {_cell(scheme_label(r))} | "
+                     + " | ".join(_cell(cell_text(c, r)) for c in columns) + " |")
     return "\n".join(lines)
 
 

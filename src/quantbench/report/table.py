@@ -2,46 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from rich.table import Table
 
 from quantbench.config import repetitions_text
-from quantbench.report.markdown import (LEGEND, contention_note, graph_note, kl_text, median_ci_text,
-                                        over_ceiling_note, roofline_text, runs_text, scheme_label,
-                                        speedup_text)
-
-
-def _mb(value) -> str:
-    return f"{value / 1e6:,.1f}" if value else "-"
-
-
-@dataclass(frozen=True)
-class Column:
-    header: str
-    value: Callable[[dict], str]  # an ok record -> its text
-    justify: str = "right"
-    when: Callable[[list], bool] = lambda records: True  # shown only when this holds
-
-
-def _ttft(r):
-    m = r["metrics"]
-    return f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-"
-
-
-def _reduction(r):
-    value = (r.get("vs_baseline") or {}).get("weights_reduction_pct")
-    return f"{value:.1f}%" if value is not None and not r["baseline"] else "-"
-
-
-def _has_quality(records):
-    return any(r.get("quality") for r in records)
-
-
-def _ppl(r):
-    q = r.get("quality") or {}
-    return f"{q['ppl']:.2f}" if "ppl" in q else "-"
+from quantbench.report.columns import cell_text, shown
+from quantbench.report.markdown import (LEGEND, contention_note, graph_note, over_ceiling_note,
+                                        runs_text, scheme_label)
 
 
 def note_text(r: dict) -> str:
@@ -57,18 +23,6 @@ def note_text(r: dict) -> str:
     return "; ".join(p for p in parts if p)
 
 
-# The run table, in the order read: speed, then memory, then quality, then the ceiling.
-COLUMNS = [
-    Column("decode tok/s median [CI]", lambda r: median_ci_text(r["metrics"].get("decode_tok_s"))),
-    Column("speedup [95% CI]", speedup_text),
-    Column("TTFT ms", _ttft),
-    Column("weights MB", lambda r: _mb(r["memory"].get("weights_bytes"))),
-    Column("peak MB", lambda r: _mb(r["memory"].get("peak_bytes"))),
-    Column("weights -%", _reduction),
-    Column("PPL", _ppl, when=_has_quality),
-    Column("KL ± SE", kl_text, when=_has_quality),
-    Column("% roofline", roofline_text),
-]
 _SCHEME = "scheme"
 _NOTE = "note"
 
@@ -76,8 +30,7 @@ _NOTE = "note"
 def _texts(records, columns):
     rows = []
     for r in records:
-        ok = r["status"] == "ok"
-        rows.append([scheme_label(r)] + [c.value(r) if ok else "-" for c in columns])
+        rows.append([scheme_label(r)] + [cell_text(c, r) for c in columns])
     return rows
 
 
@@ -104,7 +57,7 @@ def comparison_tables(records: list[dict], title: str | None = None, width: int 
     """The run table laid out for a terminal `width` columns wide: one table when it fits,
     else the columns stacked into several tables (the scheme repeated in each), never a
     column squeezed out. Returns (tables, note lines printed below when no note column fits)."""
-    columns = [c for c in COLUMNS if c.when(records)]
+    columns = shown(records, brief=True)
     rows = _texts(records, columns)
     headers = [_SCHEME] + [c.header for c in columns]
     widths = [_width(h, [row[i] for row in rows]) for i, h in enumerate(headers)]
