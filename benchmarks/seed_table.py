@@ -1,29 +1,29 @@
-"""The seed's comparison, redone like with like on a GPU: sizes x schemes x runtimes.
+"""Render the seed table from the database(s) of `quantbench sweep benchmarks/seed_table.yaml`.
 
-    PYTHONPATH=src python benchmarks/seed_table.py --out seed-table            # measure + render
-    PYTHONPATH=src python benchmarks/seed_table.py --out seed-table --render-only --db a.db --db b.db
-    ... --render-only --db a.db --records old/seed-table.json   # cells a database lacks
+    quantbench sweep benchmarks/seed_table.yaml --db seed.db --out seed-results   # measure
+    PYTHONPATH=src python benchmarks/seed_table.py --db seed.db --out seed         # this table
+    ... --db a.db --db b.db --records old/seed-table.json    # several databases, lost cells
 
-Each (size, runtime) is one `quantbench run` (a subprocess per cell, as always) into one results
-database, so an interrupted table resumes: identical cells already measured are reused, never
-measured twice. Then the table is rendered from the database(s): a dashboard per run
-(`quantbench report`) and `seed-table.md`, every size and scheme with eager and compiled side by
-side, speed against bf16 of the same size and runtime, the share of the bandwidth roofline, and
-for compiled cells whether one CUDA graph covered the step and where the step's time went.
+The sweep measures (resumable, one comparison per GPU); this script only reads what it stored
+and writes `seed-table.md` (and `seed-table.json`, the rendered cells) with what the sweep's
+own report does not lay out: every size and scheme with eager and compiled side by side at
+batch 1, the batch axis as a table, the same cells measured on each GPU set against each
+other, how busy each GPU was and the sweep's wall time. Runs are those whose purpose starts
+with "seed table" (the sweep file sets it), or the ones named with --run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
+import shutil
+import statistics
 import sys
-import time
+import tempfile
+from datetime import datetime
 from pathlib import Path
 
-SIZES = {"124m": "gpt2-124m", "1b": "llama-3.2-1b", "8b": "llama-3.1-8b",
-         "tiny": "tiny"}  # tiny: to try the script on a CPU in seconds
+SIZES = {"124m": "gpt2-124m", "1b": "llama-3.2-1b", "8b": "llama-3.1-8b", "tiny": "tiny"}
 SCHEMES = ["bf16", "fp16", "bnb-int8", "bnb-nf4", "torchao-int8wo", "torchao-int4wo",
            "torchao-float8wo"]
 RUNTIMES = ["eager", "compiled"]
@@ -32,81 +32,73 @@ PURPOSE = "seed table"
 
 def _arguments(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="seed-table", help="folder for the database, dashboards, table")
-    p.add_argument("--sizes", default="124m,1b,8b", help=f"from {', '.join(SIZES)}")
-    p.add_argument("--schemes", default=",".join(SCHEMES), help="the first is the baseline")
-    p.add_argument("--runtimes", default=",".join(RUNTIMES))
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--prompt-tokens", type=int, default=128)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--cell-timeout", type=float, default=900)
-    p.add_argument("--db", action="append", help="database(s) to render (default: OUT/seed.db)")
+    p.add_argument("--db", action="append", required=True, help="a sweep's database (repeatable)")
+    p.add_argument("--run", action="append", default=[],
+                   help="render these runs (default: every run whose purpose starts with "
+                        f"'{PURPOSE}')")
+    p.add_argument("--out", default="seed-table", help="folder for seed-table.md and .json")
     p.add_argument("--records", action="append", default=[],
                    help="an earlier seed-table.json whose cells fill those the databases lack "
                         "(where a database was lost but its rendered table came back)")
-    p.add_argument("--render-only", action="store_true", help="render what the database holds")
-    p.add_argument("--no-reports", action="store_true", help="skip the per-run dashboards")
     return p.parse_args(argv)
 
 
-def _split(text: str, allowed=None, what="") -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in items if allowed is not None and x not in allowed]
-    if not items:
-        sys.exit(f"error: {what} is empty: name at least one")
-    if bad:
-        sys.exit(f"error: {what} {', '.join(bad)} not understood: choose from {', '.join(allowed)}")
-    return items
-
-
-def measure(args, db: Path) -> None:
-    for size in _split(args.sizes, SIZES, "--sizes"):
-        for runtime in _split(args.runtimes, RUNTIMES, "--runtimes"):
-            command = [sys.executable, "-m", "quantbench", "run", "-m", f"random:{SIZES[size]}",
-                       "-s", args.schemes, "--runtime", runtime, "--device", args.device,
-                       "--prompt-tokens", str(args.prompt_tokens),
-                       "--new-tokens", str(args.new_tokens), "--warmup", str(args.warmup),
-                       "--runs", str(args.runs), "--cell-timeout", str(args.cell_timeout),
-                       "--db", str(db), "--out", str(db.parent / "results"),
-                       "--log", str(db.parent / "LOG.md"),
-                       "--purpose", f"{PURPOSE}: {size} {runtime}"]
-            print(f"== {size} {runtime}: {' '.join(command[2:])}", flush=True)
-            start = time.perf_counter()
-            done = subprocess.run(command)
-            print(f"== {size} {runtime}: exit {done.returncode}, "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
-
-
 def _key(r: dict) -> tuple:
-    """One table cell: a card, a size, a scheme, a runtime."""
+    """One cell of the side-by-side table: a card, a size, a scheme, a runtime."""
     return r["card"], r["model"], r["scheme"], r["runtime"]
 
 
-def _records(dbs: list[Path]) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """The newest successful-or-failed record per (card, size, scheme, runtime) across the
-    databases, and the (database, run) pairs they came from."""
+def _batch(r: dict) -> int:
+    return (r.get("workload") or {}).get("batch_size", 1)
+
+
+def _gpu(r: dict) -> str:
+    """Where the cell ran: the GPU a pool placed it on, else the device it named."""
+    return (r.get("info") or {}).get("placed_on") or r.get("device") or r.get("gpu")
+
+
+def _records(dbs: list[Path], wanted: list[str]) -> tuple[list[dict], list[tuple[Path, str]], list]:
+    """Every record of the chosen runs (baseline repeats included: they used a GPU too), the
+    (database, run) pairs, and each run's interruptions."""
     from quantbench.analysis import build_records
     from quantbench.store import Store
 
-    latest: dict[tuple, dict] = {}
-    runs = []
+    records, runs, interrupts = [], [], []
     for db in dbs:
-        store = Store(db, create=False)
+        # Read a copy: opening a store brings an older schema up to date, and a rendered
+        # table must not change the database it was rendered from.
+        scratch = Path(tempfile.mkdtemp()) / db.name
+        shutil.copyfile(db, scratch)
+        store = Store(scratch, create=False)
         for run_id in store.run_ids():
             purpose = store.run(run_id)["purpose"] or ""
-            if not purpose.startswith(PURPOSE):
+            if run_id not in wanted if wanted else not purpose.startswith(PURPOSE):
                 continue
-            runs.append((db, run_id))
+            runs.append((db, run_id))  # named by the original
+            interrupts += [(run_id, at) for (at,) in store.db.execute(
+                "SELECT at FROM run_interrupts WHERE run_id=?", (run_id,))]
             for r in build_records(store, run_id):
-                if r.get("role", "measure") != "measure":  # the baseline's repeat: a check
-                    continue
                 r["card"] = _card(r)
-                latest[_key(r)] = r
+                records.append(r)
         store.close()
-    return list(latest.values()), runs
+        shutil.rmtree(scratch.parent)
+    return records, runs, interrupts
+
+
+def _side_by_side(records: list[dict]) -> list[dict]:
+    """Batch-1 cells, the newest per (card, size, scheme, runtime); a cell the pool placed
+    wins over one pinned to a GPU (those are the agreement check's)."""
+    latest: dict[tuple, dict] = {}
+    for r in records:
+        if r.get("role", "measure") != "measure" or _batch(r) != 1:
+            continue
+        key = _key(r)
+        pinned = ":" in r.get("device", "")
+        if key not in latest or not pinned or ":" in latest[key].get("device", ""):
+            latest[key] = r
+    return list(latest.values())
 
 
 def _json_records(paths: list[Path], have: list[dict]) -> list[dict]:
@@ -175,7 +167,8 @@ def _graph(r) -> str:
     how = "inductor" if "error" not in compile_ and "skipped" not in compile_ else "eager kernels"
     if g.get("captured"):
         check = g.get("check") or {}
-        return (f"1 graph/token ({how}), check {check.get('steps')} tokens identical, "
+        same = "identical" if check.get("identical") else "within tolerance"
+        return (f"1 graph/token ({how}), check {check.get('steps')} tokens {same}, "
                 f"compile {compile_.get('seconds', 0):.0f} s")
     why = g.get("reason") or "not recorded"
     extra = f"; compile failed: {compile_['error']}" if "error" in compile_ else ""
@@ -202,15 +195,30 @@ def _sources(records: list[dict]) -> dict[str, list[tuple]]:
     return found
 
 
-def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
+def _schemes(rows: list[dict]) -> list[str]:
+    seen = list(dict.fromkeys(r["scheme"] for r in rows))
+    return [x for x in SCHEMES if x in seen] + [x for x in seen if x not in SCHEMES]
+
+
+def _models(rows: list[dict]) -> list[str]:
+    known = [f"random:{p}" for p in SIZES.values()]
+    seen = list(dict.fromkeys(r["model"] for r in rows))
+    return [m for m in known if m in seen] + [m for m in seen if m not in known]
+
+
+def _short(model: str) -> str:
+    return model.split(":", 1)[-1]
+
+
+def side_by_side(records: list[dict]) -> list[str]:
+    """Batch 1: every size and scheme, eager and compiled side by side, per card."""
     by_key = {_key(r): r for r in records}
-    cards = sorted({r["card"] for r in records})
-    lines = ["# Seed table: sizes x schemes x runtimes", ""]
-    for card in cards:
+    lines = []
+    for card in sorted({r["card"] for r in records}):
         rows = [r for r in records if r["card"] == card]
         head = next(r for r in rows if r.get("workload"))  # older JSON records lack it
         w = head["workload"]
-        lines += [f"## {card}", "",
+        lines += [f"## Batch 1, eager and compiled side by side: {card}", "",
                   f"batch {w['batch_size']}, {w['prompt_tokens']} prompt + {w['new_tokens']} new "
                   f"tokens, {head['repetitions']['warmup']} warm-up + {head['repetitions']['runs']} "
                   "timed runs per cell; random weights (speed and memory only). Speed-up: decode "
@@ -226,12 +234,8 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                   "compiled x bf16 | compiled % roof | weights MB | GB read/token | roof tok/s | "
                   "peak MB (compiled) | CUDA graph |",
                   "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
-        models = [m for m in (f"random:{p}" for p in SIZES.values())
-                  if any(r["model"] == m for r in rows)]
-        seen = list(dict.fromkeys(r["scheme"] for r in rows))
-        schemes = [s for s in SCHEMES if s in seen] + [s for s in seen if s not in SCHEMES]
-        for model in models:
-            for scheme in schemes:  # every scheme on every size: what was not run says so
+        for model in _models(rows):
+            for scheme in _schemes(rows):  # every scheme on every size: what was not run says so
                 cells = []
                 weights = peak = read = ceiling = None
                 graph = "-"
@@ -252,7 +256,7 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                     if runtime == "compiled":
                         peak = r["memory"].get("peak_bytes")
                         graph = _graph(r)
-                lines.append(f"| {model.split(':')[1]} | {scheme} | " + " | ".join(cells) +
+                lines.append(f"| {_short(model)} | {scheme} | " + " | ".join(cells) +
                              f" | {_fmt(weights and weights / 1e6, 0)} | {_fmt(read and read / 1e9, 2)}"
                              f" | {_fmt(ceiling, 0)} | {_fmt(peak and peak / 1e6, 0)}"
                              f" | {graph} |")
@@ -261,23 +265,154 @@ def render(records: list[dict], runs, out: Path, dashboards: list[str]) -> Path:
                   "time by kernel family):", ""]
         for r in rows:
             if r["runtime"] == "compiled" and r["status"] == "ok":
-                lines.append(f"- {r['model'].split(':')[1]} {r['scheme']}: {_profile(r)}")
+                lines.append(f"- {_short(r['model'])} {r['scheme']}: {_profile(r)}")
         lines.append("")
+    return lines
+
+
+def batch_scaling(records: list[dict]) -> list[str]:
+    """Each size and runtime measured at more than one batch size: tok/s per device and per
+    sequence, and each scheme against bf16 of its own batch."""
+    measured = [r for r in records if r.get("role", "measure") == "measure" and r.get("workload")
+                and ":" not in r.get("device", "")]
+    lines = []
+    for card in sorted({r["card"] for r in measured}):
+        for runtime in RUNTIMES:
+            rows = [r for r in measured if r["card"] == card and r["runtime"] == runtime]
+            models = [m for m in _models(rows) if len({_batch(r) for r in rows if r["model"] == m}) > 1]
+            if not models:
+                continue
+            schemes = _schemes(rows)
+            lines += [f"## Batch scaling: {card}, {runtime}", "",
+                      "Decode tok/s of the whole batch (per sequence: divide by the batch), and x "
+                      "bf16 of the same size and batch, measured beside it on the same GPU. Where "
+                      "the ratio falls below 1.00 quantization has stopped paying: the step has "
+                      "turned from reading weights to computing with them.", "",
+                      "| size | batch | " + " | ".join(f"{x} tok/s | {x} x bf16" for x in schemes) + " |",
+                      "|---|--:|" + "--:|--:|" * len(schemes)]
+            for model in models:
+                for batch in sorted({_batch(r) for r in rows if r["model"] == model}):
+                    cells = []
+                    for scheme in schemes:
+                        r = next((x for x in reversed(rows) if x["model"] == model and
+                                  _batch(x) == batch and x["scheme"] == scheme), None)
+                        if r is None:
+                            cells += ["not run", "-"]
+                        elif r["status"] != "ok":
+                            cells += [f"failed: {r['error'][:60]}", "-"]
+                        else:
+                            cells += [_fmt(r["metrics"]["decode_tok_s"]["median"], 1), _speedup(r)]
+                    lines.append(f"| {_short(model)} | {batch} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def _same_cell(r: dict) -> tuple:
+    w = r.get("workload") or {}
+    return (r["card"], r["model"], r["scheme"], r["runtime"], w.get("batch_size"),
+            w.get("prompt_tokens"), w.get("new_tokens"))
+
+
+def gpu_agreement(records: list[dict], margin: float = 0.02) -> list[str]:
+    """The same cell (model, scheme, runtime, workload) measured on two GPUs of one card kind:
+    the ratio of their medians, and whether it lies within the equivalence margin. Where the
+    placement of a cell moved its figure, no comparison across GPUs could be trusted."""
+    by_cell: dict[tuple, dict[str, dict]] = {}
+    for r in records:
+        if r["status"] == "ok" and r.get("role", "measure") == "measure" and r.get("workload"):
+            by_cell.setdefault(_same_cell(r), {})[_gpu(r)] = r  # the newest on each GPU
+    pairs = [(cell, gpus) for cell, gpus in by_cell.items() if len(gpus) > 1]
+    if not pairs:
+        return []
+    lines = ["## The same cells on each GPU", "",
+             f"Cells measured on more than one GPU (the sweep's pinned groups, or the pool placing "
+             f"the same cell twice), each GPU's median decode tok/s with its interval; they agree "
+             f"when the ratio lies within the {margin:.0%} equivalence margin.", "",
+             "| size | scheme | runtime | batch | GPU | tok/s median [CI] | GPU | tok/s median [CI] "
+             "| ratio | agree |", "|---|---|---|--:|---|--:|---|--:|--:|---|"]
+    worst = 0.0
+    for cell, gpus in pairs:
+        (a, ra), (b, rb) = sorted(gpus.items())[:2]
+        da, db = ra["metrics"]["decode_tok_s"], rb["metrics"]["decode_tok_s"]
+        ratio = db["median"] / da["median"]
+        worst = max(worst, abs(ratio - 1))
+        ci = [f"{d['median']:,.1f} [{d['median_ci'][0]:,.1f}, {d['median_ci'][1]:,.1f}]" for d in (da, db)]
+        agree = "yes" if abs(ratio - 1) <= margin else f"no ({ratio - 1:+.1%})"
+        lines.append(f"| {_short(cell[1])} | {cell[2]} | {cell[3]} | {cell[4]} | {a} | {ci[0]} | "
+                     f"{b} | {ci[1]} | {ratio:.3f} | {agree} |")
+    verdict = "agree" if worst <= margin else "do not agree"
+    lines += ["", f"{len(pairs)} cell(s) on two GPUs: they {verdict} (largest gap {worst:.2%}).", ""]
+    return lines
+
+
+def _time(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, None
+    for a, b in sorted(intervals):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
+
+
+def gpu_use(records: list[dict], interrupts: list) -> list[str]:
+    """How busy each GPU was: cells, seconds with a cell on it, its share of the time any cell
+    ran, and NVML's utilization during the timed runs; the measuring wall time of the sweep."""
+    timed = [r for r in records if r.get("started_at") and r.get("wall_s") is not None]
+    if not timed:
+        return []
+    spans = {}
+    for r in timed:
+        start = _time(r["started_at"])
+        spans.setdefault(_gpu(r), []).append((start, start + r["wall_s"]))
+    wall = _union([s for ss in spans.values() for s in ss])
+    busy = sum(b - a for ss in spans.values() for a, b in ss)
+    lines = ["## GPUs and wall time", "",
+             "Busy: seconds a cell held the GPU (its worker's whole life: load, quantize, compile, "
+             "warm-ups, timed runs, quality); share: of the time any cell was running. "
+             "Utilization: NVML's, median over the cells' timed runs.", "",
+             "| GPU | cells | busy s | share of the sweep's measuring time | NVML utilization % (median of cells) |",
+             "|---|--:|--:|--:|--:|"]
+    for gpu in sorted(spans):
+        own = [r for r in timed if _gpu(r) == gpu]
+        util = [r["metrics"]["gpu_util_pct"]["median"] for r in own if "gpu_util_pct" in r["metrics"]]
+        seconds = sum(b - a for a, b in spans[gpu])
+        lines.append(f"| {gpu} | {len(own)} | {seconds:,.0f} | {seconds / wall:.0%} | "
+                     f"{_fmt(statistics.median(util) if util else None, 0)} |")
+    calls = len(interrupts) + 1
+    lines += ["", f"Measuring wall time: {wall:,.0f} s with at least one cell running "
+              f"({busy:,.0f} s of cell time in all: {busy / wall:.2f} cells at once on average), "
+              f"over {calls} invocation(s) of the sweep ({len(interrupts)} interrupted and resumed); "
+              "time between invocations is not counted.", ""]
+    return lines
+
+
+def render(records: list[dict], runs, interrupts, out: Path) -> Path:
+    lines = ["# Seed table: sizes x schemes x runtimes", ""]
+    lines += side_by_side(_side_by_side(records))
+    lines += batch_scaling(records)
+    lines += gpu_agreement(records)
+    lines += gpu_use(records, interrupts)
     lines += ["## Where it came from", ""]
     lines += [f"- {db}: run {run}" for db, run in runs]
-    lines += [f"- {src}: {', '.join(sorted(f'{m.split(chr(58))[1]} {s} {rt}' for m, s, rt in cells))} "
+    lines += [f"- {src}: {', '.join(sorted(f'{_short(m)} {s} {rt}' for m, s, rt in cells))} "
               "(rendered records; their database did not come back)"
               for src, cells in _sources(records).items()]
-    lines += [f"- dashboard: {d}" for d in dashboards]
     path = out / "seed-table.md"
     path.write_text("\n".join(lines) + "\n")
     json_path = out / "seed-table.json"
     json_path.write_text(json.dumps(
         [{k: r.get(k) for k in ("card", "model", "scheme", "runtime", "status", "error", "metrics",
                                 "memory", "roofline", "workload", "repetitions", "env_key")}
-         | {"compiled": (r.get("info") or {}).get("compiled"),
+         | {"compiled": (r.get("info") or {}).get("compiled"), "gpu": _gpu(r) if "device" in r else None,
             "vs_bf16": _saved_speedup(r)}
-         for r in records], indent=1, default=str))
+         for r in records if r.get("role", "measure") == "measure"], indent=1, default=str))
     return path
 
 
@@ -291,26 +426,21 @@ def _saved_speedup(r: dict) -> dict | None:
 def main(argv=None) -> int:
     args = _arguments(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dbs = [Path(d) for d in args.db] if args.db else [out / "seed.db"]
-    if not args.render_only:
-        _split(args.schemes, None, "--schemes")
-        measure(args, dbs[0])
-    missing = [d for d in dbs if not d.exists()]
+    dbs = [Path(d) for d in args.db]
+    missing = [d for d in dbs if not d.is_file()]
     if missing:
-        sys.exit(f"error: no database at {', '.join(map(str, missing))}: measure first")
-    records, runs = _records(dbs)
-    records += _json_records([Path(p) for p in args.records], records)
+        sys.exit(f"error: no database at {', '.join(map(str, missing))}: run the sweep first "
+                 "(quantbench sweep benchmarks/seed_table.yaml --db ...)")
+    records, runs, interrupts = _records(dbs, args.run)
+    unknown = sorted(set(args.run) - {run for _, run in runs})
+    if unknown:
+        sys.exit(f"error: no run {', '.join(unknown)} in {', '.join(map(str, dbs))}: "
+                 "`quantbench runs --db DB` lists them")
+    records += _json_records([Path(p) for p in args.records], _side_by_side(records))
     if not records:
-        sys.exit(f"error: no '{PURPOSE}' runs in {', '.join(map(str, dbs))}")
-    dashboards = []
-    if not args.no_reports:
-        for db, run in runs:
-            made = subprocess.run([sys.executable, "-m", "quantbench", "report", "--db", str(db),
-                                   "--run", run, "--out", str(out / "dashboards")],
-                                  capture_output=True, text=True, env=dict(os.environ))
-            dashboards += [line.strip() for line in made.stdout.splitlines() if line.strip().endswith(".html")]
-    path = render(records, runs, out, dashboards)
+        sys.exit(f"error: no '{PURPOSE}' runs in {', '.join(map(str, dbs))}: name one with --run")
+    out.mkdir(parents=True, exist_ok=True)
+    path = render(records, runs, interrupts, out)
     print(path.read_text())
     print(f"wrote {path}")
     return 0

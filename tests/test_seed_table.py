@@ -1,14 +1,33 @@
-"""benchmarks/seed_table.py end to end on the CPU (tiny preset): both runtimes through
-`quantbench run`, one database, the Markdown table and a dashboard per run."""
+"""The seed table as a sweep on the CPU (tiny preset): `quantbench sweep` measures, then
+benchmarks/seed_table.py renders the database: eager and compiled side by side, the batch axis,
+the GPUs' use and wall time, and cells from a lost database filled from an earlier render."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import cli_env
+from conftest import ROOT, cli_env, quantbench
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_table.py"
+SCRIPT = ROOT / "benchmarks" / "seed_table.py"
+SWEEP = """\
+purpose: seed table (tiny)
+model: random:tiny
+device: cpu
+schemes: [bf16, torchao-int8wo]
+prompt_tokens: 16
+new_tokens: 6
+warmup: 1
+runs: 2
+repeat_baseline: false
+groups:
+  seed:
+    runtime: [eager, compiled]
+  batch-scaling:
+    runtime: compiled
+    batch_size: [1, 2]
+"""
 
 
 def _seed_table(*args, cwd):
@@ -16,29 +35,39 @@ def _seed_table(*args, cwd):
                           capture_output=True, text=True, timeout=900)
 
 
-def test_seed_table_measures_both_runtimes_and_renders_them_side_by_side(tmp_path):
+def _module():
+    spec = importlib.util.spec_from_file_location("seed_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_table_renders_a_sweep_side_by_side_with_batch_and_gpu_use(tmp_path):
+    (tmp_path / "seed.yaml").write_text(SWEEP)
+    swept = quantbench("sweep", "seed.yaml", "--db", "seed.db", cwd=tmp_path)
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     out = tmp_path / "seed"
-    proc = _seed_table("--out", str(out), "--sizes", "tiny", "--schemes", "bf16,torchao-int8wo",
-                       "--device", "cpu", "--prompt-tokens", "16", "--new-tokens", "6",
-                       "--runs", "2", cwd=tmp_path)
+    proc = _seed_table("--db", "seed.db", "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = (out / "seed-table.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| tiny |")]
-    assert [row.split(" | ")[1] for row in rows] == ["bf16", "torchao-int8wo"]
-    for row in rows:
+    rows = [line for line in table.splitlines() if line.startswith("| tiny | ")]
+    side = [row for row in rows if row.split(" | ")[1] in ("bf16", "torchao-int8wo")]
+    assert [row.split(" | ")[1] for row in side] == ["bf16", "torchao-int8wo"]
+    for row in side:
         cells = row.split(" | ")
         assert float(cells[2].replace(",", "")) > 0 and float(cells[5].replace(",", "")) > 0
         assert "no graph: CUDA graphs need a CUDA device" in row
-    assert rows[0].split(" | ")[3] == "1.00x" and rows[0].split(" | ")[6] == "1.00x"
+    assert side[0].split(" | ")[3] == "1.00x" and side[0].split(" | ")[6] == "1.00x"
+    # The batch axis: one row per batch size, each scheme against bf16 of its own batch.
+    batch = [row.split(" | ") for row in rows if row.split(" | ")[1] in ("1", "2")]
+    assert [cells[1] for cells in batch] == ["1", "2"]
+    assert all(cells[3] == "1.00x" and float(cells[4].replace(",", "")) > 0 for cells in batch)
+    assert "## GPUs and wall time" in table and "| cpu | 6 |" in table
+    assert "over 1 invocation(s) of the sweep (0 interrupted and resumed)" in table
+    assert "## The same cells on each GPU" not in table  # one device: nothing to set side by side
     records = json.loads((out / "seed-table.json").read_text())
     compiled = [r for r in records if r["runtime"] == "compiled"]
-    assert len(compiled) == 2 and all(r["compiled"]["compile"]["graph_breaks"] == 0 for r in compiled)
-    assert len(list((out / "dashboards").glob("*.html"))) == 2
-
-    # Rendering again reads the database and measures nothing.
-    again = _seed_table("--out", str(out), "--render-only", cwd=tmp_path)
-    assert again.returncode == 0 and "== tiny" not in again.stdout
-    assert "| tiny | torchao-int8wo |" in (out / "seed-table.md").read_text()
+    assert len(compiled) == 4 and all(r["compiled"]["compile"]["graph_breaks"] == 0 for r in compiled)
 
     # Cells whose database was lost come back from an earlier seed-table.json; the database wins.
     lost = next(r for r in records if r["runtime"] == "compiled" and r["scheme"] != "bf16")
@@ -47,18 +76,42 @@ def test_seed_table_measures_both_runtimes_and_renders_them_side_by_side(tmp_pat
     stale = next(r for r in records if r["runtime"] == "compiled" and r["scheme"] == "bf16")
     stale = stale | {"metrics": stale["metrics"] | {"decode_tok_s": {"median": 99999.0}}}
     (tmp_path / "old.json").write_text(json.dumps([lost, stale]))
-    merged = _seed_table("--out", str(out), "--render-only", "--no-reports",
-                         "--records", str(tmp_path / "old.json"), cwd=tmp_path)
+    merged = _seed_table("--db", "seed.db", "--out", str(out), "--records",
+                         str(tmp_path / "old.json"), cwd=tmp_path)
     assert merged.returncode == 0, merged.stderr
     table = (out / "seed-table.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| tiny | torchao-int4wo |"))
     assert row.split(" | ")[2] == "not run" and row.split(" | ")[5] == "12,345.0"
     assert "99,999" not in table and "tiny torchao-int4wo compiled (rendered records" in table
 
+    # Two GPUs cannot exist here: the same measured cells, as a pool would place them on two
+    # GPUs, must be set side by side, and a gap beyond the margin called a disagreement.
+    from quantbench.analysis import build_records
+    from quantbench.store import Store
+
+    module = _module()
+    store = Store(tmp_path / "seed.db", create=False)
+    measured = build_records(store, store.run_ids()[-1])
+    for r in measured:
+        r["card"] = "GPU"
+    twins = [json.loads(json.dumps(r)) for r in measured if r["status"] == "ok"]
+    for twin in twins:
+        twin["info"]["placed_on"] = "cuda:1"
+        twin["metrics"]["decode_tok_s"]["median"] *= 1.01
+    for r in measured:
+        r["info"]["placed_on"] = "cuda:0"
+    lines = module.gpu_agreement(measured + twins)
+    assert sum(line.endswith("| 1.010 | yes |") for line in lines) == len(twins)
+    assert f"{len(twins)} cell(s) on two GPUs: they agree (largest gap 1.00%)." in lines
+    twins[0]["metrics"]["decode_tok_s"]["median"] *= 1.05
+    assert any("do not agree" in line for line in module.gpu_agreement(measured + twins))
+    use = "\n".join(module.gpu_use(measured + twins, []))
+    assert "| cuda:0 |" in use and "| cuda:1 |" in use
+
 
 def test_seed_table_bad_input_is_one_line(tmp_path):
-    proc = _seed_table("--out", str(tmp_path / "x"), "--sizes", "3b", cwd=tmp_path)
+    proc = _seed_table("--out", str(tmp_path / "y"), "--db", str(tmp_path / "none.db"), cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: --sizes 3b not understood")
-    proc = _seed_table("--out", str(tmp_path / "y"), "--render-only", cwd=tmp_path)
-    assert proc.returncode != 0 and "no database" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no database at")
+    proc = _seed_table("--out", str(tmp_path / "y"), cwd=tmp_path)
+    assert proc.returncode != 0 and "--db" in proc.stderr and "Traceback" not in proc.stderr
