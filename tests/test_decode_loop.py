@@ -34,12 +34,40 @@ def test_compiled_runtime_static_cache_matches_the_eager_loop_on_the_cpu():
     assert info["compile"]["fullgraph"] and info["compile"]["graph_breaks"] == 0
     assert info["compile"]["seconds"] > info["compile"]["second_call_s"]
     assert info["cuda_graph"]["captured"] is False and "CUDA" in info["cuda_graph"]["reason"]
+    assert info["compile"]["inductor"]["coordinate_descent_tuning"] is True
+    assert info["compile"]["inductor"]["coordinate_descent_check_all_directions"] is False
+    assert set(info["compile"]["fx_graph_cache"]) == {"hits", "misses"}
     for _ in range(2):  # the cache is reset between generations
         timing = decoder.generate(ids.tolist(), 9)
         assert timing.tokens == reference
         assert len(timing.token_s) == 8
     with pytest.raises(ValueError, match="longer than"):
         decoder.generate(torch.zeros((2, 13), dtype=torch.long).tolist(), 9)
+
+
+def test_the_runtime_owns_the_compiler_settings_not_the_scheme():
+    """torchao's quantize_ turns on coordinate-descent tuning process-wide by default: its cells
+    would compile with other settings (and for minutes longer) than their bf16 baseline. Through
+    quantbench's schemes it leaves them alone; the runtime sets the tuning, the same for all."""
+    import torch._inductor.config as inductor
+
+    from quantbench.runtimes import compiled, get
+    from quantbench.schemes import get as get_scheme
+
+    inductor.coordinate_descent_tuning = False
+    for name in ("torchao-int8wo", "torchao-int4wo"):
+        model = models.load({"kind": "random", "preset": "tiny"}, torch.float32, "cpu", seed=3)
+        get_scheme(name).apply(model, "cpu")
+        assert inductor.coordinate_descent_tuning is False, name
+    assert [get(name).tuning for name in ("compiled-plain", "compiled", "compiled-tuned")] == [
+        "plain", "one-direction", "all-directions"]
+    applied = compiled._apply_inductor(compiled.inductor_settings("all-directions"))
+    try:
+        assert applied["coordinate_descent_check_all_directions"] is True
+        assert inductor.coordinate_descent_tuning and inductor.coordinate_descent_check_all_directions
+    finally:
+        compiled._apply_inductor(compiled.inductor_settings("plain"))
+    assert inductor.coordinate_descent_tuning is False
 
 
 def test_a_failed_capture_reports_the_operation_that_broke_it_not_only_the_aftermath():

@@ -47,8 +47,9 @@ class Axes:
     runtime: list[str] = opt(["eager"], "eager: a plain decode loop (what most people run). "
                              "compiled: static KV cache, each decode step torch.compile'd and "
                              "replayed as one CUDA graph, so the hardware rather than Python sets "
-                             "the pace; compile time is recorded apart (minutes for a 1B model). "
-                             "GGUF schemes always run on llama.cpp. A comma list measures each.",
+                             "the pace; compile time is recorded apart. compiled-plain / "
+                             "compiled-tuned: the same with less / more kernel tuning (shorter / "
+                             "longer compiles). GGUF schemes always run on llama.cpp. A comma list measures each.",
                              kind="list")
     batch_size: list[int] = opt([1], "Sequences decoded together; a comma list (1,8,32) "
                                 "measures each.", kind="list")

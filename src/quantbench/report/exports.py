@@ -51,7 +51,8 @@ def to_markdown(records: list[dict]) -> str:
         for label, members in comparisons:
             lines += [f"### {label}", "", results_table(members), ""]
             lines += [f"- {line}" for line in summary(members)] + [""]
-        lines += ["### Crossovers", ""] + [f"- {line}" for line in crossover_lines(records)]
+        lines += ["### Crossovers", ""] + ([f"- {line}" for line in crossover_lines(records)] or [
+            "- none: no axis varies between comparisons of the same scheme"])
         lines += ["", f"Speedup marks: {LEGEND}."]
     else:
         w = head["workload"]

@@ -68,12 +68,47 @@ def _compile_phases() -> dict:
     return dict(sorted(phases.items(), key=lambda kv: -kv[1])[:12])
 
 
+# The compiler's settings, the same for every scheme of a comparison (torchao would otherwise
+# turn on its own for its cells only). With coordinate-descent tuning inductor writes a batch-1
+# matmul as its own Triton reduction and tunes its block sizes by timing them (its comment: "our
+# matrix vector multiplies only achieve peak bandwidth with coordinate descent tuning"); without
+# it the step calls cuBLAS. The runtimes differ only in this: compiled-plain (no tuning: the
+# shortest compile), compiled (tuning, one direction at a time: gpt-fast's setting) and
+# compiled-tuned (every direction: torchao's recommended setting, the longest compile).
+INDUCTOR = {"fx_graph_cache": True, "triton.unique_kernel_names": True,
+            "force_fuse_int_mm_with_mul": True}
+TUNING = {"plain": {"coordinate_descent_tuning": False,
+                    "coordinate_descent_check_all_directions": False},
+          "one-direction": {"coordinate_descent_tuning": True,
+                            "coordinate_descent_check_all_directions": False},
+          "all-directions": {"coordinate_descent_tuning": True,
+                             "coordinate_descent_check_all_directions": True}}
+
+
+def inductor_settings(tuning: str) -> dict:
+    return {**INDUCTOR, **TUNING[tuning]}
+
+
+def _apply_inductor(settings: dict) -> dict:
+    """Set inductor's options; return those this torch knows, as set (the record keeps them)."""
+    import torch._inductor.config as config
+
+    applied = {}
+    for name, value in settings.items():
+        owner, _, leaf = name.rpartition(".")
+        target = getattr(config, owner) if owner else config
+        if hasattr(target, leaf):
+            setattr(target, leaf, value)
+            applied[name] = value
+    return applied
+
+
 class CompiledDecoder:
     """Generates greedily with a static cache; `prepare` compiles and captures (timed apart),
     `generate` then replays."""
 
     def __init__(self, model, device: str, batch: int, prompt_tokens: int, new_tokens: int,
-                 inductor: bool = True):
+                 inductor: bool = True, tuning: str = "one-direction"):
         import torch
         from transformers import StaticCache
 
@@ -84,6 +119,7 @@ class CompiledDecoder:
         self.prompt_tokens = prompt_tokens
         self.new_tokens = new_tokens
         self.inductor = inductor
+        self.tuning = tuning
         self.max_cache_len = prompt_tokens + new_tokens + _SLACK
         self.cache = StaticCache(config=model.config, max_cache_len=self.max_cache_len)
         self.cache_arg = _cache_arg(model)
@@ -157,6 +193,7 @@ class CompiledDecoder:
         from torch._dynamo.utils import counters
 
         counters.clear()
+        settings = _apply_inductor(inductor_settings(self.tuning))
         compiled = torch.compile(self._forward_step, fullgraph=True, dynamic=False)
         start = time.perf_counter()
         try:
@@ -180,6 +217,11 @@ class CompiledDecoder:
             "graphs": int(counters["stats"].get("unique_graphs", 0)),
             "graph_breaks": int(sum(counters["graph_break"].values())),
             "recompiles": max(0, int(counters["stats"].get("unique_graphs", 0)) - 1),
+            "inductor": settings, "tuning": self.tuning,
+            # Inductor's on-disk caches outlive the cell's process: a cell compiled before on
+            # this machine (the baseline's repeat, a resumed sweep) loads its graph.
+            "fx_graph_cache": {"hits": int(counters["inductor"].get("fxgraph_cache_hit", 0)),
+                               "misses": int(counters["inductor"].get("fxgraph_cache_miss", 0))},
             "phases_s": _compile_phases()}
 
     def _sync(self):
@@ -355,10 +397,13 @@ class CompiledRuntime(EagerRuntime):
     description = ("static KV cache, prefill apart, each decode step torch.compile'd and "
                    "replayed as one CUDA graph (checked per cell; on the CPU: compiled, no graph)")
 
+    tuning = "one-direction"
+
     def decoder(self, model, cell, device, info, eager_generate, progress):
         w = cell.workload
         progress(phase="compile")
-        decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens)
+        decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens,
+                                  tuning=self.tuning)
         start = time.perf_counter()
         info["compiled"] = decoder.prepare(cell.prompt["ids"])
         info["compiled"]["prepare_s"] = time.perf_counter() - start  # never inside the timings
@@ -366,4 +411,20 @@ class CompiledRuntime(EagerRuntime):
         return decoder.generate
 
 
+class PlainRuntime(CompiledRuntime):
+    name = "compiled-plain"
+    description = ("as compiled, without coordinate-descent tuning: batch-1 matmuls on cuBLAS, "
+                   "the shortest compile")
+    tuning = "plain"
+
+
+class TunedRuntime(CompiledRuntime):
+    name = "compiled-tuned"
+    description = ("as compiled, tuning every kernel in every direction (torchao's recommended "
+                   "setting): the longest compile")
+    tuning = "all-directions"
+
+
 register(CompiledRuntime())
+register(PlainRuntime())
+register(TunedRuntime())

@@ -30,8 +30,22 @@ class TorchaoScheme(Scheme):
     def apply(self, model, device: str):
         from torchao.quantization import quantize_
 
-        quantize_(model, self.config(device.split(":")[0]), filter_fn=self._filter())
+        quantize_(model, _compiler_untouched(self.config(device.split(":")[0])),
+                  filter_fn=self._filter())
         return model
+
+
+def _compiler_untouched(config):
+    """torchao's configs set inductor's options process-wide by default (coordinate-descent
+    tuning of every kernel, among others): a torchao cell would then compile with other
+    settings than its bf16 baseline, and for minutes longer. The runtime owns the compiler's
+    settings, the same for every scheme (runtimes/compiled.py)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(config) and any(f.name == "set_inductor_config"
+                                                for f in dataclasses.fields(config)):
+        return dataclasses.replace(config, set_inductor_config=False)
+    return config
 
 
 class Int8WeightOnly(TorchaoScheme):
