@@ -29,6 +29,16 @@ def test_default_model_end_to_end(workdir):
     # Quality is on by default for a real model, and shows in the run table.
     assert fp32["quality"]["kl_mean"] == 0 and int8["quality"]["kl_mean"] > 0
     assert "KL ± SE" in proc.stdout
+    # One line per objective, each with its figure: in the terminal and in the log's summary.
+    bits = int8["bits_per_weight"]["model"]
+    log = (workdir / "experiments" / "LOG.md").read_text()
+    for text in (proc.stdout, log):
+        flat = " ".join(text.split())
+        assert "Fastest: " in flat
+        assert (f"Smallest: torchao-int8wo, {int8['memory']['weights_bytes'] / 1e6:,.1f} MB of "
+                f"weights ({bits:.2f} bits per weight)") in flat
+        assert f"Closest to fp32: torchao-int8wo, KL {int8['quality']['kl_mean']:.4f}" in flat
+        assert "Quality per bit (none has both fewer bits and less drift): torchao-int8wo" in flat
 
 
 def test_every_cpu_scheme_runs_on_the_bundled_model(workdir):
@@ -49,3 +59,16 @@ def test_every_cpu_scheme_runs_on_the_bundled_model(workdir):
         assert r["info"]["quantize_s"] >= 0 and r["memory"]["weights_bytes"] > 0
         if r["scheme"] not in ("fp32", "gguf-f32"):
             assert r["memory"]["weights_bytes"] < base, r["scheme"]  # every scheme shrinks it
+    # Bits per weight from the stored bytes, scales included: the layers between the tables
+    # hold what the scheme's name says, or the record says they do not.
+    bits = {r["scheme"]: r["bits_per_weight"] for r in records}
+    assert bits["fp32"]["layers"] == pytest.approx(32, abs=0.01)
+    assert bits["bf16"]["layers"] == pytest.approx(16, abs=0.01)
+    assert 8 < bits["torchao-int8wo"]["layers"] < 8.5  # + one fp32 scale per row of 576
+    assert 4 < bits["bnb-nf4"]["layers"] < 4.6  # + absmax per block of 64
+    assert bits["gguf-q4_0"]["layers"] == pytest.approx(4.5, abs=0.05)  # 18 bytes per 32
+    assert bits["fp32"]["model"] > bits["bnb-nf4"]["model"] > bits["bnb-nf4"]["layers"]
+    # torchao's int4 on the CPU keeps each 4-bit value in an int8 byte: flagged, not hidden.
+    assert bits["torchao-int4wo"]["layers"] > 8 and "4-bit scheme storing" in bits[
+        "torchao-int4wo"]["container_note"]
+    assert not any("container_note" in bits[n] for n in ("torchao-int8wo", "bnb-nf4", "gguf-q4_0"))

@@ -136,7 +136,7 @@ def test_dashboards_render_every_panel_with_no_console_errors(measured, tmp_path
 
     panels = re.findall(r'id="panel-([a-z_]+)"', dom)
     assert panels == ["speed", "memory", "speedup", "gpu_util", "memory_reduction", "size_speed",
-                      "quality_speed", "roofline"]
+                      "quality_speed", "quality_bits", "roofline"]
     for name in panels:
         start = dom.index(f'id="panel-{name}"')
         assert "main-svg" in dom[start:start + 5000], f"panel {name} did not render"

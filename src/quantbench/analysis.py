@@ -29,6 +29,7 @@ def build_records(store, run_id: str) -> list[dict]:
         own = (envs.get(record["env_id"]) or {}).get("hardware") or {}
         record["roofline"] = roofline(record, own if own.get("copy_bandwidth_Bps") or
                                       own.get("read_bandwidth_Bps") else env.get("hardware") or {})
+        record["bits_per_weight"] = bits_per_weight(record)
     margin = run["config"].get("margin", DEFAULT_MARGIN)
     labels = {c["key"]: c["label"] for c in run["config"].get("comparisons") or []}
     groups: dict[str, list[dict]] = {}
@@ -234,6 +235,42 @@ def roofline(record: dict, profile: dict) -> dict | None:
            "achieved_bandwidth_Bps": decode["median"] * per_step / w["batch_size"]}
     out.update(_prefill_ceiling(record, profile))
     return out
+
+
+def bits_per_weight(record: dict) -> dict | None:
+    """Bits each weight takes as stored, scales, zero points and packing included, from the
+    bytes the cell measured: over the whole model, and over the layers between the embedding and
+    the output head (what a scheme quantizes; the two tables are mostly left alone). A 4-bit
+    value kept in an 8-bit container reads as 8 here, whatever the scheme's name says."""
+    if record["status"] != "ok":
+        return None
+    weights = record["memory"].get("weights_bytes")
+    params = record["info"].get("parameters")
+    if not weights or not params:
+        return None
+    out = {"model": 8 * weights / params}
+    tables = record["info"].get("tables") or {}
+    emb, head = tables.get("embedding") or {}, tables.get("lm_head") or {}
+    if emb.get("bytes") is not None and head.get("bytes") is not None:
+        emb_params, head_params, tied = _table_params(record)
+        table_bytes = emb["bytes"] + (0 if head.get("tied") else head["bytes"])
+        table_params = emb_params + (0 if tied else head_params)
+        if weights > table_bytes and params > table_params:
+            out["layers"] = 8 * (weights - table_bytes) / (params - table_params)
+    nominal = _nominal_bits(record)
+    if nominal and out.get("layers") and out["layers"] > nominal + 2:
+        out["container_note"] = (f"a {nominal:g}-bit scheme storing {out['layers']:.1f} bits per "
+                                 "weight in its layers: wider containers or types than its name")
+    return out
+
+
+def _nominal_bits(record: dict) -> float | None:
+    try:
+        from quantbench.schemes import get
+
+        return float(get(record["scheme"]).bits)
+    except Exception:  # a plugin scheme not importable where the report is made
+        return None
 
 
 def _prefill_ceiling(record: dict, profile: dict) -> dict:

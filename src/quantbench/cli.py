@@ -93,6 +93,12 @@ def _execute(bench, config) -> None:
         print_comparison(out, records, title=name)
         for line in caption(records):
             out.print(f"[dim]{line}[/dim]", highlight=False)
+        base = next((r for r in records if r["baseline"] and r["status"] == "ok"), None)
+        if base is not None:  # what to pick, for each thing one may be choosing for
+            from quantbench.report.markdown import objectives
+
+            for line in objectives(records, base):
+                out.print(line, highlight=False)
     if len(groups) > 1:
         from quantbench.report.sweep import crossover_lines
 

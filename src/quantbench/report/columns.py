@@ -144,6 +144,19 @@ def _quality(r: dict) -> dict:
     return out
 
 
+def _bits_text(r: dict) -> str:
+    bits = r.get("bits_per_weight") or {}
+    if "model" not in bits:
+        return "-"
+    layers = f" ({bits['layers']:.2f})" if "layers" in bits else ""
+    return f"{bits['model']:.2f}{layers}" + (" !" if bits.get("container_note") else "")
+
+
+def _bits(r: dict) -> dict:
+    bits = r.get("bits_per_weight") or {}
+    return {"bits_per_weight": bits.get("model"), "layers_bits_per_weight": bits.get("layers")}
+
+
 def _has_quality(records: list) -> bool:
     return any(r.get("quality") for r in records)
 
@@ -212,6 +225,7 @@ COLUMNS = [
     Column("lm_head", "lm_head", tables_text, _tables),
     Column("peak", "peak MB", lambda r: _mb(r["memory"].get("peak_bytes")), brief=True),
     Column("reduction", "weights -%", _reduction_text, _reductions, brief=True),
+    Column("bits", "bits/weight (layers)", _bits_text, _bits, brief=True),
     Column("ppl", "PPL [95% CI]", ppl_text, brief=True, when=_has_quality),
     Column("kl", "KL ± SE", kl_text, _quality, brief=True, when=_has_quality),
     Column("top1", "top-1 %", top1_text, when=_has_quality),

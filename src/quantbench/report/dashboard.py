@@ -58,13 +58,13 @@ def render_png(panels: list[Panel], title: str, path: Path) -> None:
             ax.set_xlabel("parameters (M)")
             ax.set_ylabel(f"decode tok/s ({d['device']})")
             ax.legend(fontsize=7)
-        elif panel.key == "quality_speed":
+        elif panel.key in ("quality_speed", "quality_bits"):
             for speed, kl, name in d["points"]:
                 ax.scatter(speed, kl)
                 ax.annotate(name, (speed, kl), fontsize=7)
             front = d["front"]
             ax.plot([p[0] for p in front], [p[1] for p in front], "r--", label="Pareto frontier")
-            ax.set_xlabel("decode tok/s")
+            ax.set_xlabel(d["x_title"])
             ax.set_ylabel("KL vs baseline")
             ax.legend(fontsize=8)
         elif panel.key == "roofline":

@@ -37,12 +37,12 @@ def _figure(panel: Panel):
                             hovertemplate="%{text}<br>%{x:.1f} M params, %{y:.1f} tok/s")
         fig.update_xaxes(type="log", title="parameters (M)")
         fig.update_yaxes(title=f"decode tok/s ({esc(d['device'])})")
-    elif panel.key == "quality_speed":
+    elif panel.key in ("quality_speed", "quality_bits"):
         fig.add_scatter(x=[p[0] for p in d["points"]], y=[p[1] for p in d["points"]],
-                        mode="markers+text", text=[p[2] for p in d["points"]], name="schemes")
+                        mode="markers+text", text=[esc(p[2]) for p in d["points"]], name="schemes")
         fig.add_scatter(x=[p[0] for p in d["front"]], y=[p[1] for p in d["front"]],
                         mode="lines", line={"dash": "dash"}, name="Pareto frontier")
-        fig.update_xaxes(title="decode tok/s")
+        fig.update_xaxes(title=d["x_title"])
         fig.update_yaxes(title="KL vs baseline")
     elif panel.key == "roofline":
         fig.add_bar(x=d["x"], y=d["achieved"], name="achieved tok/s")

@@ -167,6 +167,7 @@ def summary(records: list[dict]) -> list[str]:
         best = max(shrink, key=lambda x: x[1])
         out.append(f"Weight memory vs {base['scheme']}: " + ", ".join(f"{n} {p:.0f}% smaller" for n, p in shrink)
                    + f" (most: {best[0]}).")
+    out.extend(bits_summary(records))
     out.extend(quality_summary(records, base))
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
@@ -181,6 +182,78 @@ def summary(records: list[dict]) -> list[str]:
     if contended:
         out.append("Measured under contention, so slower than the device allows and never reused "
                    "as clean: " + "; ".join(contended) + ".")
+    out.extend(objectives(records, base))
+    return out
+
+
+def objectives(records: list[dict], base: dict) -> list[str]:
+    """One line per thing a reader may be choosing for, each with its figure and interval."""
+    measured = [r for r in records if r["status"] == "ok" and r.get("role", "measure") == "measure"
+                and "decode_tok_s" in r["metrics"]]
+    if len(measured) < 2:
+        return []
+    out = []
+    fastest = max(measured, key=lambda r: r["metrics"]["decode_tok_s"]["median"])
+    speed = fastest["metrics"]["decode_tok_s"]
+    ratio = ((fastest.get("vs_baseline") or {}).get("decode_speedup")) or {}
+    ref = (fastest.get("vs_baseline") or {}).get("speed_reference") or base["scheme"]
+    faster = [r for r in measured if ((r.get("vs_baseline") or {}).get("decode_speedup") or {})
+              .get("verdict") == "faster"]
+    text = f"Fastest: {fastest['scheme']}, {median_ci_text(speed)} decode tok/s"
+    if fastest is base or fastest["scheme"] == ref:
+        text += f" (the {'baseline' if fastest is base else 'reference'} itself)"
+    elif ratio:
+        text += (f", {ratio['ratio']:.2f}x {ref} [{ratio['ci95'][0]:.2f}, {ratio['ci95'][1]:.2f}] "
+                 f"({ratio.get('verdict') or 'no verdict'})")
+    if not faster:
+        text += f"; none significantly faster than {base['scheme']}"
+    out.append(text + ".")
+    sized = [r for r in measured if r["memory"].get("weights_bytes")]
+    if sized:
+        small = min(sized, key=lambda r: r["memory"]["weights_bytes"])
+        bits = (small.get("bits_per_weight") or {}).get("model")
+        cut = (small.get("vs_baseline") or {}).get("weights_reduction_pct")
+        out.append(f"Smallest: {small['scheme']}, {small['memory']['weights_bytes'] / 1e6:,.1f} MB "
+                   "of weights" + (f" ({bits:.2f} bits per weight)" if bits else "")
+                   + (f", {cut:.0f}% under {base['scheme']}" if cut and small is not base else "")
+                   + ".")
+    scored = [r for r in measured if "kl_mean" in (r.get("quality") or {}) and r is not base
+              and r["scheme"] != base["scheme"]]
+    if scored:
+        close = min(scored, key=lambda r: r["quality"]["kl_mean"])
+        q = close["quality"]
+        out.append(f"Closest to {base['scheme']}: {close['scheme']}, KL {q['kl_mean']:.4f} "
+                   f"(95% CI {q['kl_ci95'][0]:.4f}-{q['kl_ci95'][1]:.4f}), PPL x{q['ppl_ratio']:.3f}.")
+        weighed = [r for r in scored if (r.get("bits_per_weight") or {}).get("model")]
+        if weighed:
+            def bits(r):
+                b = r["bits_per_weight"]
+                return b.get("layers") or b["model"]
+            front = [r for r in weighed if not any(
+                bits(o) <= bits(r) and o["quality"]["kl_mean"] <= r["quality"]["kl_mean"]
+                and (bits(o), o["quality"]["kl_mean"]) != (bits(r), r["quality"]["kl_mean"])
+                for o in weighed)]
+            out.append("Quality per bit (none has both fewer bits and less drift): " + "; ".join(
+                f"{r['scheme']} {bits(r):.2f} bits, KL {r['quality']['kl_mean']:.4f}"
+                for r in sorted(front, key=bits)) + ".")
+    return out
+
+
+def bits_summary(records: list[dict]) -> list[str]:
+    """Bits per weight as stored, and the schemes whose name promises fewer than they store."""
+    measured = [r for r in records if (r.get("bits_per_weight") or {}).get("model")
+                and r.get("role", "measure") == "measure"]
+    if not measured:
+        return []
+    out = ["Bits per weight as stored, scales and packing included (whole model; layers between "
+           "the embedding and the head): " + "; ".join(
+               f"{r['scheme']} {r['bits_per_weight']['model']:.2f}"
+               + (f" ({r['bits_per_weight']['layers']:.2f})" if "layers" in r["bits_per_weight"] else "")
+               for r in measured) + "."]
+    wide = [f"{r['scheme']} ({r['bits_per_weight']['container_note']})" for r in measured
+            if r["bits_per_weight"].get("container_note")]
+    if wide:
+        out.append("! Not the bits the name says: " + "; ".join(wide) + ".")
     return out
 
 

@@ -21,6 +21,12 @@ def _ok(records):
     return [r for r in records if r["status"] == "ok" and "decode_tok_s" in r["metrics"]]
 
 
+def _bits(record: dict) -> float | None:
+    """The layers' bits per weight (what the scheme quantized), else the whole model's."""
+    bits = record.get("bits_per_weight") or {}
+    return bits.get("layers") or bits.get("model")
+
+
 def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
     """Points (speed, loss, name) not beaten on both: faster-or-equal and lower-or-equal loss."""
     front = [p for p in points if not any(q[0] >= p[0] and q[1] <= p[1] and (q[0], q[1]) != (p[0], p[1])
@@ -113,12 +119,27 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
     scored = [r for r in ok if (r.get("quality") or {}).get("kl_mean") is not None]
     if scored:
         pts = [(r["metrics"]["decode_tok_s"]["median"], r["quality"]["kl_mean"], name(r)) for r in scored]
-        quality.data = {"points": pts, "front": pareto(pts)}
+        quality.data = {"points": pts, "front": pareto(pts), "x_title": "decode tok/s"}
     elif ok and ok[0].get("random_weights"):
         quality.reason = "random weights: quality is meaningless, so it is not measured"
     else:
         quality.reason = "quality was not measured in this run"
     panels.append(quality)
+
+    per_bit = Panel("quality_bits", "Quality (KL vs baseline) vs bits per weight as stored, "
+                    "Pareto frontier")
+    weighed = [r for r in scored if _bits(r)]
+    if weighed:
+        pts = [(_bits(r), r["quality"]["kl_mean"],
+                name(r) + (f" (PPL x{r['quality']['ppl_ratio']:.3f})"
+                           if r["quality"].get("ppl_ratio") else "")) for r in weighed]
+        # Fewer bits and less drift are both better: the front of (-bits, KL), bits restored.
+        front = [(-b, kl, n) for b, kl, n in pareto([(-b, kl, n) for b, kl, n in pts])]
+        per_bit.data = {"points": pts, "front": sorted(front),
+                        "x_title": "bits per weight as stored (layers between the tables)"}
+    else:
+        per_bit.reason = quality.reason or "no cell with both a KL and its stored bytes"
+    panels.append(per_bit)
 
     roofline = Panel("roofline", "Roofline: achieved vs ceiling tok/s")
     profiled = [r for r in ok if (r.get("roofline") or {}).get("ceiling_tok_s")]

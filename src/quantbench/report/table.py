@@ -15,7 +15,7 @@ def note_text(r: dict) -> str:
     if r["status"] != "ok":
         return f"failed: {r['error']}"
     parts = [f"reused from {r['measured_in_run']}" if r["reused"] else "", contention_note(r),
-             graph_note(r)]
+             graph_note(r), (r.get("bits_per_weight") or {}).get("container_note", "")]
     for part, name in (("quality", "quality"), ("lm_eval", "lm-eval")):
         error = (r.get(part) or {}).get("error")
         if error:
