@@ -31,6 +31,7 @@ class Column:
     brief: bool = False                         # shown in the terminal table too
     when: Callable[[list], bool] = _always      # shown in tables only when this holds
     failed_too: bool = False                    # text called for failed records as well
+    metric: tuple[str, str] | None = None       # (timed metric, short name): `compare` pairs it
 
 
 METRIC_STATS = ("n", "median", "mean", "std", "cv", "min", "max", "p90")
@@ -213,11 +214,13 @@ COLUMNS = [
     Column("status", "status", _status_text, _status, failed_too=True),
     Column("contention", fields=_contention),
     Column("decode", "decode tok/s median [CI]", lambda r: median_ci_text(r["metrics"].get("decode_tok_s")),
-           _metric_fields("decode_tok_s"), brief=True),
+           _metric_fields("decode_tok_s"), brief=True, metric=("decode_tok_s", "decode tok/s")),
     Column("speedup", "speedup [95% CI]", speedup_text, _speedup, brief=True),
     Column("runs", "runs + warm-ups", runs_text, _runs),
-    Column("ttft", "TTFT ms", _ttft, _metric_fields("ttft_ms"), brief=True),
-    Column("prefill", "prefill tok/s", _prefill, _metric_fields("prefill_tok_s")),
+    Column("ttft", "TTFT ms", _ttft, _metric_fields("ttft_ms"), brief=True,
+           metric=("ttft_ms", "TTFT ms")),
+    Column("prefill", "prefill tok/s", _prefill, _metric_fields("prefill_tok_s"),
+           metric=("prefill_tok_s", "prefill tok/s")),
     Column("e2e", fields=_metric_fields("e2e_tok_s")),
     Column("decode_ms", fields=_metric_fields("decode_ms_per_token")),
     Column("weights", "weights MB", lambda r: _mb(r["memory"].get("weights_bytes")),
@@ -238,6 +241,12 @@ COLUMNS = [
 def shown(records: list[dict], brief: bool = False) -> list[Column]:
     """The columns a table of these records shows (the terminal's brief set, or all)."""
     return [c for c in COLUMNS if c.header and (c.brief or not brief) and c.when(records)]
+
+
+def timed_metrics() -> list[tuple[str, str]]:
+    """(metric, short name) of every column that summarises timed samples: what `compare`
+    sets side by side with a ratio and its interval."""
+    return [c.metric for c in COLUMNS if c.metric]
 
 
 def cell_text(column: Column, record: dict) -> str:

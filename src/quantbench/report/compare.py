@@ -12,7 +12,12 @@ from quantbench.identity import comparison_key, environment_differences
 from quantbench.measure.stats import DEFAULT_MARGIN, ratio_of_medians, verdict
 from quantbench.report.markdown import LEGEND, VERDICT_MARKS
 
-METRICS = (("decode_tok_s", "decode tok/s"), ("prefill_tok_s", "prefill tok/s"), ("ttft_ms", "TTFT ms"))
+
+
+def _metrics() -> list[tuple[str, str]]:
+    from quantbench.report.columns import timed_metrics
+
+    return timed_metrics()
 
 
 def pair(a: list[dict], b: list[dict], margin: float = DEFAULT_MARGIN) -> list[dict]:
@@ -31,7 +36,7 @@ def pair(a: list[dict], b: list[dict], margin: float = DEFAULT_MARGIN) -> list[d
         if not same_env:
             row["environment_differences"] = environment_differences(
                 ra.get("env") or {}, rb.get("env") or {}, ra["device"]) or ["machine or run"]
-        for metric, _ in METRICS:
+        for metric, _ in _metrics():
             sa, sb = ra["metrics"].get(metric), rb["metrics"].get(metric)
             if sa and sb:
                 ratio = ratio_of_medians(sb["samples"], sa["samples"])
@@ -56,14 +61,14 @@ def table(rows: list[dict], label_a: str, label_b: str) -> Table:
     t = Table(title=f"B / A   (A = {label_a}, B = {label_b}); {LEGEND}{note}", title_justify="left")
     for col in ("model", "scheme", "runtime"):
         t.add_column(col, no_wrap=True)
-    for _, name in METRICS:
+    for _, name in _metrics():
         t.add_column(f"{name}\nA -> B", justify="right")
         t.add_column("B/A [95% CI]", justify="right", no_wrap=True)
     t.add_column("weights MB\nA -> B", justify="right")
     t.add_column("environment")
     for row in rows:
         cells = [row["model"], row["scheme"], row["runtime"]]
-        for metric, _ in METRICS:
+        for metric, _ in _metrics():
             m = row["metrics"].get(metric)
             if m is None:
                 cells += ["-", "failed" if "failed" in (row["status_a"], row["status_b"]) else "-"]
