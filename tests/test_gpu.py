@@ -134,7 +134,8 @@ def test_compiled_bf16_replays_one_checked_graph_per_token(compiled_run):
     assert c["compile"]["graph_breaks"] == 0 and c["compile"]["seconds"] > 0
     assert c["cuda_graph"]["captured"] is True, c["cuda_graph"]
     assert c["cuda_graph"]["replays_per_token"] == 1
-    assert c["cuda_graph"]["check"] == {"steps": 16, "identical": True, "first_difference": None}
+    check = c["cuda_graph"]["check"]
+    assert check["steps"] == 16 and (check["identical"] or check["within_tolerance"]), check
     profile = c["profile"]
     assert profile["kernels_per_token"] >= 12 * 4  # at least a few kernels a layer
     assert sum(k["us_per_token"] for k in profile["by_kind"].values()) == pytest.approx(
@@ -144,13 +145,23 @@ def test_compiled_bf16_replays_one_checked_graph_per_token(compiled_run):
     assert r["info"]["kv_positions_read"] == 32 + 24 + 8
 
 
+def test_every_scheme_of_a_comparison_compiles_with_the_same_settings(compiled_run):
+    """torchao's quantize_ would tune its own cells' kernels and not bf16's: the runtime sets
+    the compiler's options, and every cell records the same ones."""
+    import json
+
+    settings = {json.dumps(r["info"]["compiled"]["compile"].get("inductor"), sort_keys=True)
+                for r in compiled_run.values() if r["status"] == "ok"}
+    assert len(settings) == 1 and '"coordinate_descent_tuning": true' in settings.pop()
+
+
 @pytest.mark.parametrize("scheme", COMPILED_SCHEMES[1:])
 def test_compiled_quantized_schemes_say_whether_a_graph_covered_the_step(compiled_run, scheme):
     r = compiled_run[scheme]
     assert r["status"] == "ok", r["error"]
     graph = r["info"]["compiled"]["cuda_graph"]
     if graph["captured"]:
-        assert graph["check"]["identical"] is True
+        assert graph["check"]["identical"] or graph["check"]["within_tolerance"], graph["check"]
         assert r["info"]["compiled"]["profile"]["kernels_per_token"] > 0
     else:  # a fall-back is allowed only with its reason on the record
         assert graph["reason"] and graph["consequence"]

@@ -204,6 +204,7 @@ class CompiledDecoder:
             self.step = self._forward_step
             self.info["compile"] = {"backend": "inductor", "error": _error_text(exc),
                                     "seconds": time.perf_counter() - start,
+                                    "inductor": settings, "tuning": self.tuning,
                                     "consequence": "the step's eager kernels are used instead"}
             torch._dynamo.reset()
             return
