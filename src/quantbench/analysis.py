@@ -264,6 +264,12 @@ def bits_per_weight(record: dict) -> dict | None:
     return out
 
 
+def quantized_bits(record: dict) -> float | None:
+    """The layers' bits per weight (what the scheme quantized), else the whole model's."""
+    bits = record.get("bits_per_weight") or {}
+    return bits.get("layers") or bits.get("model")
+
+
 def _nominal_bits(record: dict) -> float | None:
     try:
         from quantbench.schemes import get

@@ -10,14 +10,8 @@ from rich.table import Table
 
 from quantbench.identity import comparison_key, environment_differences
 from quantbench.measure.stats import DEFAULT_MARGIN, ratio_of_medians, verdict
+from quantbench.report.columns import timed_metrics
 from quantbench.report.markdown import LEGEND, VERDICT_MARKS
-
-
-
-def _metrics() -> list[tuple[str, str]]:
-    from quantbench.report.columns import timed_metrics
-
-    return timed_metrics()
 
 
 def pair(a: list[dict], b: list[dict], margin: float = DEFAULT_MARGIN) -> list[dict]:
@@ -36,7 +30,7 @@ def pair(a: list[dict], b: list[dict], margin: float = DEFAULT_MARGIN) -> list[d
         if not same_env:
             row["environment_differences"] = environment_differences(
                 ra.get("env") or {}, rb.get("env") or {}, ra["device"]) or ["machine or run"]
-        for metric, _ in _metrics():
+        for metric, _ in timed_metrics():
             sa, sb = ra["metrics"].get(metric), rb["metrics"].get(metric)
             if sa and sb:
                 ratio = ratio_of_medians(sb["samples"], sa["samples"])
@@ -61,14 +55,14 @@ def table(rows: list[dict], label_a: str, label_b: str) -> Table:
     t = Table(title=f"B / A   (A = {label_a}, B = {label_b}); {LEGEND}{note}", title_justify="left")
     for col in ("model", "scheme", "runtime"):
         t.add_column(col, no_wrap=True)
-    for _, name in _metrics():
+    for _, name in timed_metrics():
         t.add_column(f"{name}\nA -> B", justify="right")
         t.add_column("B/A [95% CI]", justify="right", no_wrap=True)
     t.add_column("weights MB\nA -> B", justify="right")
     t.add_column("environment")
     for row in rows:
         cells = [row["model"], row["scheme"], row["runtime"]]
-        for metric, _ in _metrics():
+        for metric, _ in timed_metrics():
             m = row["metrics"].get(metric)
             if m is None:
                 cells += ["-", "failed" if "failed" in (row["status_a"], row["status_b"]) else "-"]

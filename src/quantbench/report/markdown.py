@@ -188,6 +188,8 @@ def summary(records: list[dict]) -> list[str]:
 
 def objectives(records: list[dict], base: dict) -> list[str]:
     """One line per thing a reader may be choosing for, each with its figure and interval."""
+    from quantbench.analysis import quantized_bits
+
     measured = [r for r in records if r["status"] == "ok" and r.get("role", "measure") == "measure"
                 and "decode_tok_s" in r["metrics"]]
     if len(measured) < 2:
@@ -224,18 +226,16 @@ def objectives(records: list[dict], base: dict) -> list[str]:
         q = close["quality"]
         out.append(f"Closest to {base['scheme']}: {close['scheme']}, KL {q['kl_mean']:.4f} "
                    f"(95% CI {q['kl_ci95'][0]:.4f}-{q['kl_ci95'][1]:.4f}), PPL x{q['ppl_ratio']:.3f}.")
-        weighed = [r for r in scored if (r.get("bits_per_weight") or {}).get("model")]
+        weighed = [r for r in scored if quantized_bits(r)]
         if weighed:
-            def bits(r):
-                b = r["bits_per_weight"]
-                return b.get("layers") or b["model"]
-            front = [r for r in weighed if not any(
-                bits(o) <= bits(r) and o["quality"]["kl_mean"] <= r["quality"]["kl_mean"]
-                and (bits(o), o["quality"]["kl_mean"]) != (bits(r), r["quality"]["kl_mean"])
-                for o in weighed)]
+            from quantbench.report.panels import pareto
+
+            # Fewer bits and less drift both win: the front of (-bits, KL).
+            front = [weighed[i] for _, _, i in pareto(
+                [(-quantized_bits(r), r["quality"]["kl_mean"], i) for i, r in enumerate(weighed)])]
             out.append("Quality per bit (none has both fewer bits and less drift): " + "; ".join(
-                f"{r['scheme']} {bits(r):.2f} bits, KL {r['quality']['kl_mean']:.4f}"
-                for r in sorted(front, key=bits)) + ".")
+                f"{r['scheme']} {quantized_bits(r):.2f} bits, KL {r['quality']['kl_mean']:.4f}"
+                for r in sorted(front, key=quantized_bits)) + ".")
     return out
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quantbench.analysis import quantized_bits
+
 
 @dataclass
 class Panel:
@@ -19,12 +21,6 @@ class Panel:
 
 def _ok(records):
     return [r for r in records if r["status"] == "ok" and "decode_tok_s" in r["metrics"]]
-
-
-def _bits(record: dict) -> float | None:
-    """The layers' bits per weight (what the scheme quantized), else the whole model's."""
-    bits = record.get("bits_per_weight") or {}
-    return bits.get("layers") or bits.get("model")
 
 
 def pareto(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
@@ -128,9 +124,9 @@ def build(records: list[dict], history: list[dict]) -> list[Panel]:
 
     per_bit = Panel("quality_bits", "Quality (KL vs baseline) vs bits per weight as stored, "
                     "Pareto frontier")
-    weighed = [r for r in scored if _bits(r)]
+    weighed = [r for r in scored if quantized_bits(r)]
     if weighed:
-        pts = [(_bits(r), r["quality"]["kl_mean"],
+        pts = [(quantized_bits(r), r["quality"]["kl_mean"],
                 name(r) + (f" (PPL x{r['quality']['ppl_ratio']:.3f})"
                            if r["quality"].get("ppl_ratio") else "")) for r in weighed]
         # Fewer bits and less drift are both better: the front of (-bits, KL), bits restored.
