@@ -20,8 +20,8 @@ from quantbench.schemes import get as get_scheme
 
 # Preferred order per slot of the default comparison; the first available scheme is taken.
 # CPU 4-bit: bitsandbytes' NF4 before torchao's int4, which keeps 4-bit values in int8 bytes on
-# a CPU (8.6 bits per weight on the bundled model) and is slower there and further from the
-# baseline (2026-11-29, SmolLM2-135M: nf4 14.8 tok/s, 4.51 bits, KL 0.34; int4wo 8.3, 8.63, 0.58).
+# a CPU (8.6 bits per weight on the bundled model) and drifts further from the baseline
+# (docs/results/2026-11-29-cpu-bits-per-weight.md: nf4 4.51 bits, KL 0.34; int4wo 8.63, 0.58).
 DEFAULT_SLOTS = {
     "cpu": [["fp32"], ["bf16"], ["torchao-int8wo", "bnb-int8"], ["bnb-nf4", "torchao-int4wo"]],
     "cuda": [["bf16"], ["fp16"], ["torchao-int8wo", "bnb-int8"], ["torchao-int4wo", "bnb-nf4"]],
