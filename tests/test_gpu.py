@@ -302,3 +302,33 @@ def test_a_batch_of_16_captures_one_graph_checked_within_rounding(workdir):
     assert graph["captured"], graph
     check = graph["check"]
     assert check["identical"] or check["within_tolerance"], check
+
+
+def test_gptq_and_awq_run_on_rtns_tinygemm_kernel_and_drift_less(workdir):
+    """The bundled model (real weights: quality means something) on the GPU, compiled: the
+    calibrated schemes store tinygemm's int4 tensors, RTN's bytes to the byte, run its kernel,
+    and drift less from bf16."""
+    calibrated = ["gptq-int4", "awq-int4"]
+    proc = quantbench("run", "--device", "cuda", "--runtime", "compiled", "--schemes",
+                      ",".join(["bf16", "torchao-int4wo", *calibrated]), "--prompt-tokens", "32",
+                      "--new-tokens", "16", "--warmup", "1", "--runs", "3", "--eval-tokens",
+                      "2048", "--cell-timeout", "600", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = {r["scheme"]: r for r in export_json(workdir)}
+    rtn = records["torchao-int4wo"]
+
+    def kernels(r):
+        top = r["info"]["compiled"]["profile"]["top"]
+        return {k["name"] for k in top if k["kind"] == "dequant/quantized matmul"}
+
+    for name in calibrated:
+        r = records[name]
+        assert r["status"] == "ok", r["error"]
+        assert r["scheme_settings"]["group"] == 128 and r["scheme_settings"]["packing"] == (
+            "tile_packed_to_4d")
+        assert r["memory"]["weights_bytes"] == rtn["memory"]["weights_bytes"]
+        assert r["info"]["compiled"]["cuda_graph"]["captured"] is True
+        assert kernels(r) and kernels(r) == kernels(rtn), (kernels(r), kernels(rtn))
+        assert r["quality"]["kl_mean"] < rtn["quality"]["kl_mean"], (name, r["quality"],
+                                                                     rtn["quality"])
+        assert r["info"]["calibration"]["seconds"] > 0

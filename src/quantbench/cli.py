@@ -200,7 +200,7 @@ def schemes(as_json: bool = typer.Option(False, "--json", help="A JSON list inst
                      "backend_version": ", ".join(versions.values()) or None, "bits": s.bits,
                      "devices": list(s.devices), "available": ok, "reason": why,
                      "extra": s.extra, "description": s.description,
-                     "tunable": list(s.tunable),
+                     "tunable": list(s.tunable), "calibrated": s.calibrated,
                      "settings": s.settings(device_type)})
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -115,6 +115,9 @@ class CellConfig:
     # CUDA, library versions, quantbench version and commit. Part of the identity, so that a
     # measurement is reused only on the environment it was made on.
     environment: dict | None = None
+    # Token ids a calibrated scheme (GPTQ, AWQ) learns from, with their provenance
+    # (calibration.data); None for every other scheme.
+    calibration: dict | None = None
 
     def identity(self) -> dict:
         """The fields that decide what is measured; their hash keys results in the store."""
@@ -137,6 +140,10 @@ class CellConfig:
             ident["device_name"] = self.device_name
         if self.environment:
             ident["environment"] = self.environment
+        if self.calibration:
+            from quantbench.calibration.data import identity
+
+            ident["calibration"] = identity(self.calibration)
         return ident
 
     @property

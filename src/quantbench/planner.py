@@ -112,6 +112,7 @@ class Planner:
         self._models: dict[str, models.ResolvedModel] = {}
         self._devices: dict[str, tuple] = {}
         self._tokenizers: dict = {}
+        self._calibrations: dict = {}
         reps = config.repetitions
         runs = Repetitions.parse_runs(reps.runs)
         self.repetitions = Repetitions(
@@ -190,7 +191,8 @@ class Planner:
                             workload=workload, repetitions=self.repetitions, prompt=prompt,
                             seed=self.config.comparing.seed, baseline=(name == baseline),
                             extra={**extra, **self._speed_reference(name, names, point.runtime)},
-                            quality=quality, lm_eval=lm_eval, device_name=device_name)
+                            quality=quality, lm_eval=lm_eval, device_name=device_name,
+                            calibration=self._calibration(resolved, get_scheme(name)))
                  for name in names]
         label = (f"{resolved.name} · {point.runtime} · batch {workload.batch_size} · "
                  f"{workload.prompt_tokens}+{workload.new_tokens} · {device}")
@@ -225,6 +227,25 @@ class Planner:
 
             lm_eval = lm_eval_tasks.plan(q.lm_eval_tasks, q.lm_eval_include, q.lm_eval_limit)
         return prompt, quality, lm_eval
+
+    def _calibration(self, resolved, scheme) -> dict | None:
+        """The calibration ids of a calibrated scheme's cell, the same for every cell that asks
+        for as many: from a part of the corpus the prompts and perplexity never read."""
+        if not scheme.calibrated:
+            return None
+        from quantbench.calibration import data
+
+        key = (resolved.spec, scheme.samples, scheme.length)
+        if key not in self._calibrations:
+            if resolved.random_weights:
+                built = data.random_ids(resolved.vocab_size, scheme.samples, scheme.length)
+            else:
+                if resolved.spec not in self._tokenizers:
+                    self._tokenizers[resolved.spec] = models.load_tokenizer(resolved)
+                built = data.from_corpus(self._tokenizers[resolved.spec], scheme.samples,
+                                         scheme.length)
+            self._calibrations[key] = built
+        return self._calibrations[key]
 
     def _quality_plan(self, tokenizer, resolved, baseline: str, device: str) -> dict:
         from quantbench.quality import cache, plan

@@ -192,6 +192,26 @@ def _any_compiled(records: list) -> bool:
     return any((_compiled(r).get("compile") or {}).get("seconds") is not None for r in records)
 
 
+def _calibration(r: dict) -> dict:
+    return r["info"].get("calibration") or {}
+
+
+def _calibration_text(r: dict) -> str:
+    seconds = _calibration(r).get("seconds")
+    return f"{seconds:,.0f}" if seconds is not None else "-"
+
+
+def _calibration_fields(r: dict) -> dict:
+    c = _calibration(r)
+    return {"calibration_method": c.get("method"), "calibration_s": c.get("seconds"),
+            "calibration_source": c.get("source"), "calibration_sha256": c.get("sha256"),
+            "calibration_samples": c.get("samples"), "calibration_length": c.get("length")}
+
+
+def _any_calibrated(records: list) -> bool:
+    return any(_calibration(r) for r in records)
+
+
 def _ttft(r: dict) -> str:
     m = r["metrics"]
     return f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-"
@@ -234,6 +254,8 @@ COLUMNS = [
     Column("top1", "top-1 %", top1_text, when=_has_quality),
     Column("roofline", "% roofline", roofline_text, _roofline, brief=True),
     Column("compile", "compile s", _compile_text, _compile, brief=True, when=_any_compiled),
+    Column("calibration", "calibrate s", _calibration_text, _calibration_fields, brief=True,
+           when=_any_calibrated),
     Column("load", fields=_load),
 ]
 

@@ -126,7 +126,8 @@ class EagerRuntime(Runtime):
 
         progress(phase="quantize")
         start = time.perf_counter()
-        model = scheme.apply(model, device)
+        calibration: dict = {}
+        model = scheme.quantize(model, device, cell.calibration, calibration)
         _sync(device)
         quantize_s = time.perf_counter() - start
         memory.release_freed_memory()  # the float weights a quantizer replaced
@@ -139,6 +140,8 @@ class EagerRuntime(Runtime):
                 "dtype": str(dtype).replace("torch.", ""),
                 "unread_weight_bytes": memory.unread_embedding_bytes(model),
                 "tables": memory.table_facts(model)}
+        if calibration:  # its seconds are part of quantize_s, and shown apart
+            info["calibration"] = calibration
         timed = self.decoder(model, cell, device, info, eager_generate, progress)
 
         def logits(ids):

@@ -71,8 +71,17 @@ class Scheme:
         out.update({key: getattr(self, key) for key in self.tunable if key != "quantize_head"})
         return out
 
+    # Calibrated schemes (GPTQ, AWQ) need activations: the planner builds calibration ids for
+    # their cells, and `quantize` receives them.
+    calibrated: bool = False
+
     def apply(self, model, device: str):
         return model
+
+    def quantize(self, model, device: str, calibration: dict | None, info: dict):
+        """Quantize `model` for `device`; what the method did worth keeping goes into `info`
+        (the record's info.calibration). Uncalibrated schemes just `apply`."""
+        return self.apply(model, device)
 
     def validate(self) -> None:
         """Raise UsageError for settings the backend would reject."""
