@@ -44,14 +44,29 @@ def test_gptq_lowers_the_output_error_on_correlated_inputs():
 
 
 @pytest.mark.slow
-def test_gptq_and_awq_drift_less_than_round_to_nearest_on_the_bundled_model(workdir):
+def test_gptq_and_awq_drift_less_than_round_to_nearest_and_ship_as_checkpoints(workdir):
+    """On the bundled model: the calibrated schemes beside RTN at the same group, and a GPTQ
+    checkpoint written by `quantbench quantize`, measured as shipped, beside GPTQ applied in place
+    (one run, so the suite pays for the model's cells once)."""
+    import json
+
     calibrated = ["gptq-int4:samples=8", "awq-int4:samples=8"]
-    proc = quantbench("run", "--schemes", ",".join(["fp32", "torchao-int4wo", *calibrated]),
+    made = quantbench("quantize", "--model", "default", "--scheme", calibrated[0], "--out",
+                      workdir / "ckpt", cwd=workdir)
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "measure it as shipped: quantbench run --model" in made.stdout
+    config = json.loads((workdir / "ckpt" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "torchao"
+    provenance = json.loads((workdir / "ckpt" / "quantbench.json").read_text())
+    assert provenance["scheme"] == calibrated[0] and provenance["calibration"]["samples"] == 8
+    proc = quantbench("run", "--model", workdir / "ckpt", "--baseline-model", "default",
+                      "--schemes", ",".join(["fp32", "torchao-int4wo", *calibrated]),
                       "--prompt-tokens", "16", "--new-tokens", "3", "--warmup", "0", "--runs",
                       "1", "--eval-tokens", "1024", "--log", "", "--no-repeat-baseline",
                       cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = {r["scheme"]: r for r in export_json(workdir)}
+    assert list(records) == ["fp32", "torchao-int4wo", *calibrated, "checkpoint"]
     rtn = records["torchao-int4wo"]
     for name in calibrated:
         r = records[name]
@@ -59,6 +74,8 @@ def test_gptq_and_awq_drift_less_than_round_to_nearest_on_the_bundled_model(work
         # Same group, same tensors, same bytes: only the int4 values differ ...
         assert r["scheme_settings"]["group"] == rtn["scheme_settings"]["group"] == 64
         assert r["memory"]["weights_bytes"] == rtn["memory"]["weights_bytes"]
+        assert r["info"]["weight_kinds"] == rtn["info"]["weight_kinds"] == {
+            "Linear/IntxUnpackedToInt8Tensor": 210, "Linear/Tensor[float32]": 1}
         # ... and they are better ones: well below RTN's drift, intervals apart.
         q, q_rtn = r["quality"], rtn["quality"]
         assert q["kl_mean"] < 0.85 * q_rtn["kl_mean"], (name, q["kl_mean"], q_rtn["kl_mean"])
@@ -71,6 +88,16 @@ def test_gptq_and_awq_drift_less_than_round_to_nearest_on_the_bundled_model(work
         assert c["calibrated_linears"] == 30 * 7  # every linear of every decoder layer
     assert records["awq-int4:samples=8"]["info"]["calibration"]["awq_alpha"]["max"] > 0
     assert "calibrate" in proc.stdout
+    # The checkpoint as shipped is GPTQ in place: same tensors, bytes and drift (the same
+    # calibration ids make the same int4 values), nothing lost by writing and loading.
+    shipped, in_place = records["checkpoint"], records[calibrated[0]]
+    assert shipped["status"] == "ok", shipped["error"]
+    assert shipped["model_spec"] == str(workdir / "ckpt") and in_place["model_spec"] == "default"
+    assert shipped["info"]["weight_kinds"] == in_place["info"]["weight_kinds"]
+    assert shipped["memory"]["weights_bytes"] == in_place["memory"]["weights_bytes"]
+    assert shipped["quality"]["kl_mean"] == pytest.approx(in_place["quality"]["kl_mean"], abs=1e-6)
+    for part in ("model", "layers"):  # (no nominal bits to hold a checkpoint's to)
+        assert shipped["bits_per_weight"][part] == in_place["bits_per_weight"][part]
 
 
 def test_a_calibrated_cell_is_its_own_cell_per_calibration_set(workdir):

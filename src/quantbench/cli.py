@@ -291,6 +291,36 @@ def hardware(device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N.
               "--refresh measures again[/dim]")
 
 
+@app.command()
+def quantize(model: str = typer.Option("default", "--model", "-m", help="default, random:<preset> "
+                                       "or a local Hugging Face directory."),
+             scheme: str = typer.Option(..., "--scheme", "-s", help="A torchao-family scheme: "
+                                        "torchao-int8wo, torchao-int4wo[:group=N], "
+                                        "gptq-int4[:samples=N:length=N], awq-int4, ..."),
+             out_dir: str = typer.Option(..., "--out", help="A new (or empty) folder for the "
+                                         "checkpoint; never overwritten."),
+             device: str = typer.Option("cpu", help="cpu, cuda or cuda:N: where to quantize, "
+                                        "and so which layout (int4: CPU intx, GPU tile-packed).")):
+    """Apply a scheme once and write the result as a Hugging Face checkpoint (safetensors,
+    config.json with a quantization_config, the tokenizer, and quantbench.json saying how it was
+    made). transformers loads it quantized; `quantbench run --model DIR --baseline-model SPEC`
+    measures it as shipped against its float model."""
+    from quantbench import checkpoint
+    from quantbench.api import resolve_device
+
+    device, _ = resolve_device(device)
+    made = checkpoint.quantize(model, scheme, out_dir, device,
+                               progress=lambda text: err.print(f"[dim]{text}[/dim]"))
+    calibration = made.get("calibration") or {}
+    extra = (f", calibrated in {calibration['seconds']:.1f} s on {calibration['samples']} x "
+             f"{calibration['length']} tokens" if calibration.get("seconds") else "")
+    out.print(f"wrote {out_dir}: {made['scheme']} of {made['source_model']['name']}, "
+              f"{made['weights_bytes'] / 1e6:,.1f} MB of weights, quantized in "
+              f"{made['quantize_s']:.1f} s{extra}")
+    out.print(f"measure it as shipped: quantbench run --model {out_dir} --baseline-model "
+              f"{made['source_model']['spec']}")
+
+
 # The commands that read the results database: export, report, compare, generations, log.
 from quantbench import cli_views  # noqa: E402,F401  (registers them here, in this order)
 

@@ -39,6 +39,9 @@ class ResolvedModel:
     # Code from the model's folder runs in every cell (HF auto_map): only when asked for.
     trust_remote_code: bool = False
     weights_format: str | None = None  # "safetensors", or "pickle (loaded weights-only)"
+    # A pre-quantized checkpoint's quant_method (torchao, gptq, awq, bitsandbytes, ...): it loads
+    # quantized and is measured as shipped, against --baseline-model.
+    quantized_as: str | None = None
 
     @property
     def label(self) -> str:
@@ -137,6 +140,9 @@ def _resolve_dir(spec: str, path: Path, name: str | None = None, note: str = "")
         note=note, max_context=config.get("max_position_embeddings"),
         vocab_size=config.get("vocab_size"))
     resolved.weights_format = weights_format
+    quantization = config.get("quantization_config")
+    if isinstance(quantization, dict):
+        resolved.quantized_as = str(quantization.get("quant_method") or "unknown")
     return resolved
 
 

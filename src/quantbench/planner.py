@@ -19,11 +19,17 @@ from quantbench.runconfig import AXES, RunConfig, flag_of
 from quantbench.schemes import get as get_scheme
 
 # Preferred order per slot of the default comparison; the first available scheme is taken.
-# CPU 4-bit: bitsandbytes' NF4 before torchao's int4, which keeps 4-bit values in int8 bytes on
-# a CPU (8.6 bits per weight on the bundled model) and drifts further from the baseline
-# (docs/results/2026-11-29-cpu-bits-per-weight.md: nf4 4.51 bits, KL 0.34; int4wo 8.63, 0.58).
+# On a CPU: the strongest installed option of each kind at 8 and 4 bits, so that a newcomer's
+# first table shows what quantizing buys there, not only its weakest method
+# (docs/results/2026-11-29-calibrated-int4.md): torch int8; bitsandbytes' NF4 (4.5 bits stored;
+# torchao's round-to-nearest int4 keeps 4-bit values in int8 bytes on a CPU, 8.6 bits, and drifts
+# most); AWQ's calibrated int4 (HQQ where torchao is missing); llama.cpp's Q8_0 and Q4_K_M when
+# llama-cpp-python is installed (timed against llama.cpp's own F32, like with like). No bf16:
+# on a CPU it runs slower than fp32 and nobody deploys it there. Nine cells with llama.cpp, under
+# 10 minutes on 2 cores.
 DEFAULT_SLOTS = {
-    "cpu": [["fp32"], ["bf16"], ["torchao-int8wo", "bnb-int8"], ["bnb-nf4", "torchao-int4wo"]],
+    "cpu": [["fp32"], ["torchao-int8wo", "bnb-int8"], ["bnb-nf4"], ["awq-int4", "hqq-int4"],
+            ["gguf-q8_0"], ["gguf-q4_k_m"]],
     "cuda": [["bf16"], ["fp16"], ["torchao-int8wo", "bnb-int8"], ["torchao-int4wo", "bnb-nf4"]],
 }
 
@@ -167,10 +173,17 @@ class Planner:
     def _comparison(self, point: Point) -> Comparison:
         device, capability, lanes = self.device(point.device)
         device_type = device.split(":")[0]
-        resolved = self.model(point.model)
+        shipped = self.model(point.model)
+        resolved = self._float_model(shipped)  # what the baseline and the schemes run on
         workload = Workload(point.batch_size, point.prompt_tokens, point.new_tokens)
         workload.validate(resolved.max_context)
         names, baseline = self._pick_schemes(point, device_type, capability)
+        if shipped is not resolved and "checkpoint" not in names:
+            # Without --schemes: the checkpoint against the baseline alone, not the default set.
+            names = (names if point.schemes else names[:1]) + ["checkpoint"]
+        if shipped is resolved and "checkpoint" in names:
+            raise UsageError(f"scheme 'checkpoint' runs a pre-quantized --model as shipped, and "
+                             f"'{shipped.spec}' has no quantization_config in its config.json")
         for name in names:
             runtimes.for_scheme(get_scheme(name), point.runtime).check_workload(workload, name)
             scheme = get_scheme(name)
@@ -181,11 +194,14 @@ class Planner:
         from quantbench.devices import _device_name
 
         device_name = _device_name(device)
-        key = stable_hash([resolved.fingerprint, point.runtime, vars(workload), device])[:12]
+        models_of = [resolved.fingerprint] + ([shipped.fingerprint] if shipped is not resolved
+                                              else [])
+        key = stable_hash([*models_of, point.runtime, vars(workload), device])[:12]
         extra = {"comparison": key}
         if point.groups:
             extra["groups"] = point.groups
-        cells = [CellConfig(model=resolved.to_dict(), scheme=name,
+        cells = [CellConfig(model=(shipped if name == "checkpoint" else resolved).to_dict(),
+                            scheme=name,
                             scheme_settings=get_scheme(name).settings(device_type),
                             runtime=get_scheme(name).runtime or point.runtime, device=device,
                             workload=workload, repetitions=self.repetitions, prompt=prompt,
@@ -194,9 +210,50 @@ class Planner:
                             quality=quality, lm_eval=lm_eval, device_name=device_name,
                             calibration=self._calibration(resolved, get_scheme(name)))
                  for name in names]
-        label = (f"{resolved.name} · {point.runtime} · batch {workload.batch_size} · "
+        label = (f"{resolved.name}{' vs ' + shipped.name if shipped is not resolved else ''}"
+                 f" · {point.runtime} · batch {workload.batch_size} · "
                  f"{workload.prompt_tokens}+{workload.new_tokens} · {device}")
         return Comparison(key, label, device, lanes, baseline, cells, point.groups)
+
+    def _float_model(self, shipped):
+        """A pre-quantized --model's float counterpart (--baseline-model), its tokenizer checked
+        against the checkpoint's; any other model is its own."""
+        spec = self.config.comparing.baseline_model
+        if not shipped.quantized_as:
+            if spec:
+                raise UsageError(f"--baseline-model is for a pre-quantized --model, and "
+                                 f"'{shipped.spec}' has no quantization_config in its "
+                                 "config.json: drop --baseline-model")
+            return shipped
+        if not spec:
+            raise UsageError(f"'{shipped.spec}' is a pre-quantized checkpoint ({shipped.quantized_as}):"
+                             " measure it against the float model it came from with "
+                             "--baseline-model SPEC (e.g. --baseline-model default)")
+        base = self.model(spec)
+        if base.quantized_as:
+            raise UsageError(f"--baseline-model '{spec}' is itself quantized "
+                             f"({base.quantized_as}): pass the float model")
+        self._check_tokenizers(shipped, base)
+        return base
+
+    def _check_tokenizers(self, shipped, base) -> None:
+        """Every cell of a comparison reads the same token ids: the checkpoint must tokenize
+        as its baseline does."""
+        if shipped.vocab_size != base.vocab_size:
+            raise UsageError(f"--baseline-model '{base.spec}' has {base.vocab_size} tokens, the "
+                             f"checkpoint {shipped.vocab_size}: pass the float model the "
+                             "checkpoint was made from")
+        if base.random_weights:
+            return
+        for model in (shipped, base):
+            if model.spec not in self._tokenizers:
+                self._tokenizers[model.spec] = models.load_tokenizer(model)
+        one, other = self._tokenizers[shipped.spec], self._tokenizers[base.spec]
+        if (one.get_vocab() != other.get_vocab()
+                or one.all_special_tokens != other.all_special_tokens):
+            raise UsageError(f"the tokenizers of '{shipped.spec}' and --baseline-model "
+                             f"'{base.spec}' differ: the same prompts would be different tokens; "
+                             "pass the float model the checkpoint was made from")
 
     def _inputs(self, resolved, workload: Workload, baseline: str, device: str):
         """The prompt ids, the quality plan and the lm-eval plan of one comparison."""

@@ -72,6 +72,11 @@ class Comparing:
     baseline: str | None = opt(None, "Scheme every other is compared with; it must be one of "
                                "--schemes. Default: the first of --schemes; without --schemes, "
                                "fp32 on a CPU and bf16 on a GPU.")
+    baseline_model: str | None = opt(None, "The float model a pre-quantized --model (a folder "
+                                     "whose config.json has a quantization_config: GPTQ, AWQ, "
+                                     "torchao, bitsandbytes, ... or one `quantbench quantize` "
+                                     "wrote) is compared with: the baseline and any --schemes run "
+                                     "on it, the checkpoint as shipped. Tokenizers must match.")
     margin: float = opt(0.02, "Practical-equivalence margin: a speedup whose ratio lies within "
                         "± this fraction (or within the baseline's own drift, when larger) is "
                         "reported as equivalent (~), not faster or slower.", panel=REPS)

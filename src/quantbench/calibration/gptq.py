@@ -12,13 +12,13 @@ def quantize(weight, hessian, grid: Int4Grid, block: int = 128, damp: float = 0.
     """(grid-aligned weight [N, K] in fp32, scale [N, K / group], zero [N, K / group])."""
     import torch
 
-    # A last, partial group is rounded with zero columns beside it, as a padding layout does;
-    # zero columns of H mark those columns dead below.
-    w = grid.padded(weight.detach().float()).clone()
+    w = weight.detach().float().clone()
     n, k = w.shape
     g = grid.group
+    if not grid.accepts(k):
+        raise ValueError(f"group {g} does not divide the {k} input features")
     block = max(block // g, 1) * g  # a group never straddles two blocks
-    h = torch.nn.functional.pad(hessian.detach().float(), (0, k - weight.shape[1]) * 2).clone()
+    h = hessian.detach().float().clone()
     dead = torch.diag(h) == 0  # inputs that never fire: their weights cannot matter
     h[dead, dead] = 1
     w[:, dead] = 0
@@ -45,4 +45,4 @@ def quantize(weight, hessian, grid: Int4Grid, block: int = 128, damp: float = 0.
             errors[:, j] = error
         w[:, b0:b1] = wb
         w[:, b1:] -= errors @ hinv[b0:b1, b1:]
-    return w[:, :weight.shape[1]], torch.cat(scales, dim=1), torch.cat(zeros, dim=1)
+    return w, torch.cat(scales, dim=1), torch.cat(zeros, dim=1)

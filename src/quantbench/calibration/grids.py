@@ -41,13 +41,10 @@ class Int4Grid:
         groups = scale.shape[-1]
         return w.reshape(n, groups, k // groups)
 
-    def padded(self, w):
-        """w with zero columns up to a whole number of groups: what a layout that pads (tinygemm
-        pads to 1024 columns) rounds a last, partial group with."""
-        import torch
-
-        extra = -w.shape[-1] % self.group
-        return torch.nn.functional.pad(w, (0, extra)) if extra else w
+    def accepts(self, in_features: int) -> bool:
+        """Whether RTN quantizes a linear this wide: torchao leaves one whose width its group
+        does not divide in float (int4 on the GPU, with a log line only), and so must we."""
+        return in_features % self.group == 0
 
 
 @dataclass(frozen=True)
@@ -104,20 +101,19 @@ class Tinygemm(Int4Grid):
                                                            _choose_qparams_affine_tinygemm)
 
         scale, zero = _choose_qparams_affine_tinygemm(
-            self.padded(w).to(torch.bfloat16), MappingType.ASYMMETRIC, (1, self.group), torch.int32, 0, 15,
+            w.to(torch.bfloat16), MappingType.ASYMMETRIC, (1, self.group), torch.int32, 0, 15,
             scale_dtype=torch.bfloat16, zero_point_dtype=torch.bfloat16)
         return scale.reshape(w.shape[0], -1), zero.reshape(w.shape[0], -1)
 
     def fake(self, w, scale, zero):
         import torch
 
-        full = self.padded(w.float())
-        grouped = self._grouped(full, scale)
+        grouped = self._grouped(w.float(), scale)
         s = scale.float().unsqueeze(-1)
         z = zero.float().unsqueeze(-1)
         low = z - s * 8
         q = torch.clamp(torch.round((grouped - low) / s), 0, 15)
-        return (q * s + low).reshape(full.shape)[:, :w.shape[1]]
+        return (q * s + low).reshape(w.shape)
 
     def column_rounder(self, scale, zero):
         import torch

@@ -286,3 +286,25 @@ def nvml_used_bytes(index: int) -> int | None:
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
     except Exception:  # no driver, no library (CPU machines), or no permission
         return None
+
+
+def weight_kinds(model) -> dict:
+    """How many layers hold their weight in which form, "Linear/IntxUnpackedToInt8Tensor": 210:
+    what a scheme really stored (two schemes with the same kinds run the same kernels), and
+    which layers it left in float."""
+    torch = _torch()
+    kinds: dict = {}
+    for module in model.modules():
+        weight = module.__dict__.get("_parameters", {}).get("weight")
+        if weight is None and type(module).__name__ == "HQQLinear":
+            weight = getattr(module, "W_q", None)
+        if weight is None or isinstance(module, torch.nn.Embedding):
+            continue
+        if type(module).__name__.endswith("Norm") or "norm" in type(module).__name__.lower():
+            continue
+        data = weight.data if type(weight) is torch.nn.Parameter else weight
+        key = f"{type(module).__name__}/{type(data).__name__}"
+        if type(data) is torch.Tensor:
+            key += f"[{str(data.dtype).replace('torch.', '')}]"
+        kinds[key] = kinds.get(key, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))

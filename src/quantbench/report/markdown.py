@@ -219,8 +219,10 @@ def objectives(records: list[dict], base: dict) -> list[str]:
                    "of weights" + (f" ({bits:.2f} bits per weight)" if bits else "")
                    + (f", {cut:.0f}% under {base['scheme']}" if cut and small is not base else "")
                    + ".")
+    # Another runtime's full-precision reference (gguf-f32) is the baseline's twin, not a
+    # candidate: it would always be "closest".
     scored = [r for r in measured if "kl_mean" in (r.get("quality") or {}) and r is not base
-              and r["scheme"] != base["scheme"]]
+              and r["scheme"] != base["scheme"] and r.get("speed_reference") != r["scheme"]]
     if scored:
         close = min(scored, key=lambda r: r["quality"]["kl_mean"])
         q = close["quality"]

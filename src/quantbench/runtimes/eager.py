@@ -139,7 +139,7 @@ class EagerRuntime(Runtime):
         info = {"load_s": load_s, "quantize_s": quantize_s,
                 "dtype": str(dtype).replace("torch.", ""),
                 "unread_weight_bytes": memory.unread_embedding_bytes(model),
-                "tables": memory.table_facts(model)}
+                "tables": memory.table_facts(model), "weight_kinds": memory.weight_kinds(model)}
         if calibration:  # its seconds are part of quantize_s, and shown apart
             info["calibration"] = calibration
         timed = self.decoder(model, cell, device, info, eager_generate, progress)

@@ -60,6 +60,8 @@ class CalibratedInt4(Scheme):
                 chosen = awq.apply(layer, grid, run)
                 alphas.update({f"{layer.index}.{k}": v for k, v in chosen.items()})
             for name, linear in layer.linears.items():
+                if not grid.accepts(linear.in_features):
+                    continue
                 weight = linear.weight
                 if self.method == "gptq":
                     rounded, scale, zero = gptq.quantize(weight, layer.stats[name].hessian, grid)
@@ -79,9 +81,13 @@ class CalibratedInt4(Scheme):
         calibrate_s = time.perf_counter() - start
         # Every other linear (none in Llama-style models besides the head) is rounded to
         # nearest, as torchao-int4wo's filter would.
+        left_float = 0
         for parent in list(model.modules()):
             for child_name, child in list(parent.named_children()):
                 if isinstance(child, torch.nn.Linear) and child_name not in skip:
+                    if not grid.accepts(child.in_features):
+                        left_float += 1
+                        continue
                     weight = child.weight.detach()
                     scale, zero = qparams.get(child) or grid.qparams(weight.float())
                     child.weight = torch.nn.Parameter(grid.pack(weight, scale, zero),
@@ -89,7 +95,9 @@ class CalibratedInt4(Scheme):
         info.update({"method": self.method, "seconds": calibrate_s,
                      "source": calibration["source"], "sha256": calibration["sha256"],
                      "samples": len(ids), "length": len(ids[0]),
-                     "calibrated_linears": len(qparams)})
+                     "calibrated_linears": len(qparams),
+                     # as torchao-int4wo leaves them: widths the group does not divide
+                     "float_linears": left_float})
         if alphas:
             values = sorted(alphas.values())
             info["awq_alpha"] = {"min": values[0], "median": values[len(values) // 2],
