@@ -17,7 +17,7 @@ WRITABLE_BACKENDS = ("torchao",)
 
 
 def quantize(model_spec: str, scheme_name: str, out: str, device: str = "cpu",
-             samples: int | None = None, progress=print) -> dict:
+             progress=print) -> dict:
     from quantbench import models
     from quantbench.schemes import get as get_scheme
     from quantbench.schemes.registry import torch_dtype
@@ -53,7 +53,9 @@ def quantize(model_spec: str, scheme_name: str, out: str, device: str = "cpu",
     progress(f"quantizing with {scheme.name}")
     start = time.perf_counter()
     info: dict = {}
-    model = scheme.quantize(model, device, calibration, info)
+    model = scheme.quantize(model, device, calibration, info,
+                            progress=lambda i, n: progress(f"calibrated layer {i}/{n}")
+                            if i == n or i % 8 == 0 else None)
     quantize_s = time.perf_counter() - start
     _describe(model, scheme, device_type)
     target.mkdir(parents=True, exist_ok=True)

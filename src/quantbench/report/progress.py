@@ -62,8 +62,9 @@ class RunProgress:
         phase = event.get("phase")
         if phase in PHASES:
             self.bar.update(task, description=f"{name}: {PHASES[phase]}")
-        elif phase in ("warmup", "run"):
-            self.bar.update(task, description=f"{name}: {phase}",
+        elif phase in ("warmup", "run", "calibrate"):
+            what = "calibrating, layer" if phase == "calibrate" else phase
+            self.bar.update(task, description=f"{name}: {what}",
                             total=event["n"], completed=event["i"] - 1)
 
     def cell_finished(self, scheme: str, result: dict, wall: float, task=None) -> None:

@@ -127,7 +127,8 @@ class EagerRuntime(Runtime):
         progress(phase="quantize")
         start = time.perf_counter()
         calibration: dict = {}
-        model = scheme.quantize(model, device, cell.calibration, calibration)
+        model = scheme.quantize(model, device, cell.calibration, calibration,
+                                progress=lambda i, n: progress(phase="calibrate", i=i, n=n))
         _sync(device)
         quantize_s = time.perf_counter() - start
         memory.release_freed_memory()  # the float weights a quantizer replaced

@@ -41,7 +41,7 @@ class CalibratedInt4(Scheme):
         raise UsageError(f"{self.name} needs calibration data: run it through quantbench "
                          "(run, sweep or quantize), which supplies it")
 
-    def quantize(self, model, device: str, calibration: dict | None, info: dict):
+    def quantize(self, model, device: str, calibration: dict | None, info: dict, progress=None):
         import torch
 
         from quantbench.calibration import awq, grids, gptq, layerwise
@@ -75,7 +75,7 @@ class CalibratedInt4(Scheme):
         ids = calibration["ids"][:self.samples]
         ids = [row[:self.length] for row in ids]
         with torch.no_grad():
-            layerwise.calibrate(model, ids, device, on_layer, skip=skip)
+            layerwise.calibrate(model, ids, device, on_layer, skip=skip, progress=progress)
         if device_type == "cuda":
             torch.cuda.synchronize()
         calibrate_s = time.perf_counter() - start

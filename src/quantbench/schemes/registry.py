@@ -78,9 +78,10 @@ class Scheme:
     def apply(self, model, device: str):
         return model
 
-    def quantize(self, model, device: str, calibration: dict | None, info: dict):
+    def quantize(self, model, device: str, calibration: dict | None, info: dict, progress=None):
         """Quantize `model` for `device`; what the method did worth keeping goes into `info`
-        (the record's info.calibration). Uncalibrated schemes just `apply`."""
+        (the record's info.calibration), how far it is into `progress(i, n)`. Uncalibrated
+        schemes just `apply`."""
         return self.apply(model, device)
 
     def validate(self) -> None:
