@@ -44,9 +44,7 @@ def quantize(model_spec: str, scheme_name: str, out: str, device: str = "cpu",
     if scheme.calibrated:
         from quantbench.calibration import data
 
-        calibration = (data.random_ids(resolved.vocab_size, scheme.samples, scheme.length)
-                       if tokenizer is None else
-                       data.from_corpus(tokenizer, scheme.samples, scheme.length))
+        calibration = data.for_model(resolved, tokenizer, scheme.samples, scheme.length)
     dtype = torch_dtype(scheme.compute_dtype(device_type))
     progress(f"loading {resolved.name} in {str(dtype).replace('torch.', '')} on {device}")
     model = models.load(resolved.to_dict(), dtype, device)

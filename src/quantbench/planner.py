@@ -25,8 +25,8 @@ from quantbench.schemes import get as get_scheme
 # torchao's round-to-nearest int4 keeps 4-bit values in int8 bytes on a CPU, 8.6 bits, and drifts
 # most); AWQ's calibrated int4 (HQQ where torchao is missing); llama.cpp's Q8_0 and Q4_K_M when
 # llama-cpp-python is installed (timed against llama.cpp's own F32, like with like). No bf16:
-# on a CPU it runs slower than fp32 and nobody deploys it there. Nine cells with llama.cpp, under
-# 10 minutes on 2 cores.
+# on a CPU it runs slower than fp32 and nobody deploys it there. Eight cells with llama.cpp: 8 min
+# 24 s on 2 cores (benchmarks/README.md).
 DEFAULT_SLOTS = {
     "cpu": [["fp32"], ["torchao-int8wo", "bnb-int8"], ["bnb-nf4"], ["awq-int4", "hqq-int4"],
             ["gguf-q8_0"], ["gguf-q4_k_m"]],
@@ -245,10 +245,7 @@ class Planner:
                              "checkpoint was made from")
         if base.random_weights:
             return
-        for model in (shipped, base):
-            if model.spec not in self._tokenizers:
-                self._tokenizers[model.spec] = models.load_tokenizer(model)
-        one, other = self._tokenizers[shipped.spec], self._tokenizers[base.spec]
+        one, other = self._tokenizer(shipped), self._tokenizer(base)
         if (one.get_vocab() != other.get_vocab()
                 or one.all_special_tokens != other.all_special_tokens):
             raise UsageError(f"the tokenizers of '{shipped.spec}' and --baseline-model "
@@ -272,9 +269,7 @@ class Planner:
             prompt = prompts.random_prompts(resolved.vocab_size, workload.batch_size,
                                             workload.prompt_tokens, self.config.comparing.seed)
             return prompt, None, None
-        if resolved.spec not in self._tokenizers:
-            self._tokenizers[resolved.spec] = models.load_tokenizer(resolved)
-        tokenizer = self._tokenizers[resolved.spec]
+        tokenizer = self._tokenizer(resolved)
         path = prompts.corpus_path(self.config.comparing.prompt_file)
         prompt = prompts.corpus_prompts(tokenizer, path, workload.batch_size, workload.prompt_tokens)
         if q.quality is not False:
@@ -294,15 +289,15 @@ class Planner:
 
         key = (resolved.spec, scheme.samples, scheme.length)
         if key not in self._calibrations:
-            if resolved.random_weights:
-                built = data.random_ids(resolved.vocab_size, scheme.samples, scheme.length)
-            else:
-                if resolved.spec not in self._tokenizers:
-                    self._tokenizers[resolved.spec] = models.load_tokenizer(resolved)
-                built = data.from_corpus(self._tokenizers[resolved.spec], scheme.samples,
-                                         scheme.length)
-            self._calibrations[key] = built
+            tokenizer = None if resolved.random_weights else self._tokenizer(resolved)
+            self._calibrations[key] = data.for_model(resolved, tokenizer, scheme.samples,
+                                                     scheme.length)
         return self._calibrations[key]
+
+    def _tokenizer(self, resolved):
+        if resolved.spec not in self._tokenizers:
+            self._tokenizers[resolved.spec] = models.load_tokenizer(resolved)
+        return self._tokenizers[resolved.spec]
 
     def _quality_plan(self, tokenizer, resolved, baseline: str, device: str) -> dict:
         from quantbench.quality import cache, plan

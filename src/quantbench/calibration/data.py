@@ -48,6 +48,14 @@ def _package(rows: list[list[int]], source: str) -> dict:
             "length": len(rows[0]) if rows else 0, "ids": rows}
 
 
+def for_model(resolved, tokenizer, samples: int, length: int) -> dict:
+    """A model's calibration set: corpus text through its tokenizer, random ids for random
+    weights (which have no tokenizer)."""
+    if resolved.random_weights:
+        return random_ids(resolved.vocab_size, samples, length)
+    return from_corpus(tokenizer, samples, length)
+
+
 def identity(calibration: dict) -> dict:
     """What decides a calibrated cell's weights, less the ids themselves (their hash stands in)."""
     return {key: calibration[key] for key in ("source", "sha256", "samples", "length")}

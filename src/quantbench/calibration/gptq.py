@@ -36,7 +36,7 @@ def quantize(weight, hessian, grid: Int4Grid, block: int = 128, damp: float = 0.
                 scale, zero = grid.qparams(wb[:, j:j + g])
                 scales.append(scale)
                 zeros.append(zero)
-                rounder = grid.column_rounder(scale[:, 0], zero[:, 0])
+                rounder = grid.rounder(scale[:, 0], zero[:, 0])
             column = wb[:, j]
             rounded = rounder(column)
             error = (column - rounded) / hb[j, j]

@@ -20,15 +20,17 @@ class Int4Grid:
 
     def fake(self, w, scale, zero):
         """w [N, k * group] (or [N, 1] with scale/zero [N, 1]) rounded to the grid, as floats."""
-        raise NotImplementedError
+        grouped = self._grouped(w.float(), scale)
+        rounder = self.rounder(scale.float().unsqueeze(-1), zero.float().unsqueeze(-1))
+        return rounder(grouped).reshape(w.shape)
 
     def pack(self, w_grid, scale, zero):
         """The layout's tensor of a grid-aligned weight with these scales and zeros."""
         raise NotImplementedError
 
-    def column_rounder(self, scale, zero):
-        """A function rounding one column [N] with one group's scale and zero [N]: GPTQ calls
-        it once per input feature, so it is `fake` with the per-call reshapes taken out."""
+    def rounder(self, scale, zero):
+        """A function rounding values to the grid of `scale` and `zero` (broadcast against them):
+        `fake` rounds whole groups with it, GPTQ one column at a time."""
         raise NotImplementedError
 
     def rtn(self, w):
@@ -64,20 +66,11 @@ class IntxSymmetric(Int4Grid):
                                             zero_point_dtype=torch.int8, keepdim=True)
         return scale.reshape(w.shape[0], -1), zero.reshape(w.shape[0], -1)
 
-    def fake(self, w, scale, zero):
-        import torch
-
-        grouped = self._grouped(w.float(), scale)
-        s = scale.float().unsqueeze(-1)
-        z = zero.float().unsqueeze(-1)
-        # torchao's quantize_affine multiplies by the reciprocal; so do we, to land on its ints.
-        q = torch.clamp(torch.round(grouped * (1.0 / s)) + z, self.qmin, self.qmax)
-        return ((q - z) * s).reshape(w.shape)
-
-    def column_rounder(self, scale, zero):
+    def rounder(self, scale, zero):
         import torch
 
         s, z = scale.float(), zero.float()
+        # torchao's quantize_affine multiplies by the reciprocal; so do we, to land on its ints.
         inverse = 1.0 / s
         return lambda w: (torch.clamp(torch.round(w * inverse) + z, self.qmin, self.qmax) - z) * s
 
@@ -105,17 +98,7 @@ class Tinygemm(Int4Grid):
             scale_dtype=torch.bfloat16, zero_point_dtype=torch.bfloat16)
         return scale.reshape(w.shape[0], -1), zero.reshape(w.shape[0], -1)
 
-    def fake(self, w, scale, zero):
-        import torch
-
-        grouped = self._grouped(w.float(), scale)
-        s = scale.float().unsqueeze(-1)
-        z = zero.float().unsqueeze(-1)
-        low = z - s * 8
-        q = torch.clamp(torch.round((grouped - low) / s), 0, 15)
-        return (q * s + low).reshape(w.shape)
-
-    def column_rounder(self, scale, zero):
+    def rounder(self, scale, zero):
         import torch
 
         s = scale.float()

@@ -115,8 +115,7 @@ def calibrate(model, ids, device: str, on_layer, skip=(), batch: int = 8, progre
                 return [_output(module(h, **kw)) for h, kw in batches[:limit]]
 
         on_layer(layer, run)
-        with torch.no_grad():
-            hidden = [_output(module(h, **kw)) for h, kw in zip(hidden, kwargs[index])]
+        hidden = run()  # the changed layer's outputs: the next layer's inputs
         layer.stats.clear()
         if progress:
             progress(index + 1, len(layers))

@@ -300,7 +300,7 @@ def weight_kinds(model) -> dict:
             weight = getattr(module, "W_q", None)
         if weight is None or isinstance(module, torch.nn.Embedding):
             continue
-        if type(module).__name__.endswith("Norm") or "norm" in type(module).__name__.lower():
+        if "norm" in type(module).__name__.lower():
             continue
         data = weight.data if type(weight) is torch.nn.Parameter else weight
         key = f"{type(module).__name__}/{type(data).__name__}"
