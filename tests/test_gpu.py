@@ -330,3 +330,28 @@ def test_gptq_and_awq_store_rtns_tinygemm_tensors_and_drift_less(workdir):
         assert r["quality"]["kl_mean"] < 0.9 * rtn["quality"]["kl_mean"], (name, r["quality"],
                                                                            rtn["quality"])
         assert r["info"]["calibration"]["calibrated_linears"] == 30 * 7
+
+
+def test_kv_formats_on_the_gpu_eager_and_a_captured_fp8_static_cache(workdir):
+    """Every eager KV format runs on the GPU (transformers 5.17 there: fp8 is quantbench's own
+    layer); the compiled runtime captures its fp8 static cache in one checked graph, and it
+    holds half the bf16 cache's bytes."""
+    common = ["--model", "random:gpt2-124m", "--prompt-tokens", "512", "--new-tokens", "16",
+              "--warmup", "1", "--runs", "3", "--no-repeat-baseline", "--log", "",
+              "--device", "cuda:0", "--schemes", "bf16"]
+    proc = quantbench("run", *common, "--kv-cache", "auto,fp8,int8,int4,int2", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    eager = {r["scheme"]: r for r in export_json(workdir)}
+    held = {name: r["info"]["kv_cache"]["stored_bytes"] for name, r in eager.items()}
+    assert held["bf16:kv=fp8"] < 0.55 * held["bf16"]
+    assert held["bf16:kv=int2"] < held["bf16:kv=int4"] < held["bf16:kv=int8"] < held["bf16"]
+    proc = quantbench("run", *common, "--kv-cache", "auto,fp8", "--runtime", "compiled",
+                      "--db", "compiled.db", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    compiled = {r["scheme"]: r for r in export_json(workdir, db="compiled.db")}
+    fp8, bf16 = compiled["bf16:kv=fp8"], compiled["bf16"]
+    graph = fp8["info"]["compiled"]["cuda_graph"]
+    assert graph["captured"] and (graph["check"]["identical"] or graph["check"]["within_tolerance"])
+    assert fp8["info"]["kv_cache"]["implementation"] == "quantbench Fp8StaticLayer"
+    ratio = fp8["info"]["kv_cache"]["stored_bytes"] / bf16["info"]["kv_cache"]["stored_bytes"]
+    assert 0.49 < ratio < 0.51

@@ -19,12 +19,12 @@ def test_settings_make_a_distinct_recorded_scheme():
 
 
 @pytest.mark.parametrize("spec,needle", [
-    ("bnb-int8:thresh=1", "has no setting 'thresh' (settable: threshold, quantize_head)"),
+    ("bnb-int8:thresh=1", "has no setting 'thresh' (settable: threshold, quantize_head, kv)"),
     ("bnb-int8:threshold=high", "threshold must be a float"),
     ("bnb-nf4:quant_type=int3", "quant_type must be nf4 or fp4"),
     ("bnb-nf4:double_quant=maybe", "double_quant must be a bool"),
     ("torchao-int4wo:group=48", "group must be 32, 64, 128 or 256"),
-    ("fp32:anything=1", "has no setting 'anything' (settable: none)"),
+    ("fp32:anything=1", "has no setting 'anything' (settable: kv)"),
     ("bnb-int8:threshold", "has no setting 'threshold'"),
 ])
 def test_bad_settings_are_refused(spec, needle):

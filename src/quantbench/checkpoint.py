@@ -31,6 +31,10 @@ def quantize(model_spec: str, scheme_name: str, out: str, device: str = "cpu",
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"--out '{target}' exists and is not empty: quantbench never overwrites "
                          "a checkpoint; pick a new folder or remove it")
+    if scheme.kv != "auto":
+        raise UsageError(f"'{scheme.name}': a KV-cache format is chosen when the model runs, not "
+                         "stored in a checkpoint: quantize without ':kv=' and measure the "
+                         "checkpoint with --kv-cache")
     device_type = device.split(":")[0]
     ok, why = scheme.availability(device_type)
     if not ok:

@@ -178,15 +178,18 @@ class Planner:
         workload = Workload(point.batch_size, point.prompt_tokens, point.new_tokens)
         workload.validate(resolved.max_context)
         names, baseline = self._pick_schemes(point, device_type, capability)
-        if shipped is not resolved and "checkpoint" not in names:
+        shipped_as_is = [n for n in names if (get_scheme(n).base or n) == "checkpoint"]
+        if shipped is not resolved and not shipped_as_is:
             # Without --schemes: the checkpoint against the baseline alone, not the default set.
-            names = (names if point.schemes else names[:1]) + ["checkpoint"]
-        if shipped is resolved and "checkpoint" in names:
+            names = ((names if point.schemes else names[:1])
+                     + self._with_kv_formats(["checkpoint"], baseline, point.runtime))
+        if shipped is resolved and shipped_as_is:
             raise UsageError(f"scheme 'checkpoint' runs a pre-quantized --model as shipped, and "
                              f"'{shipped.spec}' has no quantization_config in its config.json")
         for name in names:
             runtimes.for_scheme(get_scheme(name), point.runtime).check_workload(workload, name)
             scheme = get_scheme(name)
+            runtimes.for_scheme(scheme, point.runtime).check_kv(scheme)
             if (scheme.base == "gguf-file" or name == "gguf-file") and not resolved.source_gguf:
                 raise UsageError("scheme 'gguf-file' runs a .gguf --model as it is, and "
                                  f"'{resolved.spec}' is not one: use gguf-q8_0, gguf-q4_k_m, ...")
@@ -200,7 +203,8 @@ class Planner:
         extra = {"comparison": key}
         if point.groups:
             extra["groups"] = point.groups
-        cells = [CellConfig(model=(shipped if name == "checkpoint" else resolved).to_dict(),
+        cells = [CellConfig(model=(shipped if (get_scheme(name).base or name) == "checkpoint"
+                                   else resolved).to_dict(),
                             scheme=name,
                             scheme_settings=get_scheme(name).settings(device_type),
                             runtime=get_scheme(name).runtime or point.runtime, device=device,
@@ -345,12 +349,45 @@ class Planner:
         if baseline in names:
             names.remove(baseline)
         names.insert(0, baseline)
+        names = self._with_kv_formats(names, baseline, point.runtime)
         names = self._with_runtime_references(names, device_type, point.runtime)
         for name in names:
             ok, why = get_scheme(name).availability(device_type, capability)
             if not ok:
                 raise UsageError(f"scheme '{name}' cannot run on {device_type} here: {why}")
         return names, baseline
+
+    def _with_kv_formats(self, names: list[str], baseline: str, runtime: str) -> list[str]:
+        """--kv-cache: each scheme once per format, in the same comparison; the baseline keeps
+        its cache (the quality reference), schemes that name a format (`:kv=`) keep theirs."""
+        formats = self.config.axes.kv_cache
+        if not formats:
+            return names
+        from quantbench import kvcache
+
+        formats = list(dict.fromkeys(kvcache.get(f).name for f in formats))
+        out = []
+        for name in names:
+            if get_scheme(name).kv != "auto":
+                out.append(name)
+                continue
+            if name == baseline:
+                out.append(name)
+            engine = runtimes.for_scheme(get_scheme(name), runtime)
+            for f in formats:
+                if f not in engine.kv_formats:
+                    note = (f"{name} runs on {engine.name}, which has no {f} KV cache: "
+                            f"{name}:kv={f} not measured")
+                    if note not in self.notes:
+                        self.notes.append(note)
+                    continue
+                out.append(get_scheme(f"{name}:kv={f}").name)
+        if "auto" not in formats:
+            note = (f"the baseline {baseline} keeps its own KV cache (the reference the other "
+                    "formats are measured against)")
+            if note not in self.notes:
+                self.notes.append(note)
+        return list(dict.fromkeys(out))
 
     def _with_runtime_references(self, names: list[str], device_type: str, runtime: str) -> list[str]:
         """Schemes with their own engine (GGUF: llama.cpp) are timed against that engine's
@@ -390,6 +427,11 @@ def validate_static(config: RunConfig) -> None:
     if c.baseline is not None and not str(c.baseline).strip():
         raise UsageError("--baseline is empty (an unset shell variable?): name a scheme, or "
                          "leave it out to take the first of --schemes")
+    if config.axes.kv_cache:
+        from quantbench import kvcache
+
+        for name in config.axes.kv_cache:
+            kvcache.get(name)
     for name in ("runtime", "model", "device"):
         if not getattr(config.axes, name):
             raise UsageError(f"{flag_of(name)} is empty: give at least one value")

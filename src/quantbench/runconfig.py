@@ -59,6 +59,13 @@ class Axes:
     new_tokens: list[int] = opt([64], "Tokens generated per sequence; EOS is ignored so every "
                                 "scheme generates exactly this many. A comma list measures each.",
                                 kind="list")
+    kv_cache: list[str] | None = opt(None, "KV-cache formats, a comma list: auto (the runtime's "
+                                     "own), fp8, int8, int4, int2. Each scheme is measured with "
+                                     "each (rows named scheme:kv=int4) in the same comparison; the "
+                                     "baseline keeps auto, so quality shows what the cache costs. "
+                                     "eager runs all, compiled auto/fp8, llama.cpp (GGUF) "
+                                     "auto/int8/int4. Long --prompt-tokens and --eval-context show "
+                                     "the effect.", kind="names")
     device: list[str] = opt(["auto"], "auto, cpu, cuda or cuda:N; a comma list measures each. "
                             "On a machine with several GPUs, cuda (or auto) spreads the "
                             "comparisons over all of them, one cell per GPU at a time.",

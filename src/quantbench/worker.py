@@ -95,11 +95,16 @@ def _quality(cell, engine) -> dict:
         return _failure(exc)
 
 
-def _kv_bytes_per_position(cell, scheme, device_type: str) -> int | None:
+def _kv_bytes_per_position(cell, scheme, device_type: str, measured: dict | None = None
+                           ) -> float | None:
     """K and V bytes one sequence position adds to the cache, all layers: what a decode step
-    reads per position of context, beside the weights (the roofline's bytes per token)."""
+    reads per position of context, beside the weights (the roofline's bytes per token). As the
+    runtime measured its cache where it could (scales, packing and a full-precision residual
+    included), else from the format."""
     from quantbench import models
 
+    if measured and measured.get("bytes_per_position"):
+        return measured["bytes_per_position"]
     try:
         config = models.config_of(cell.model)
     except Exception:
@@ -202,6 +207,15 @@ def measure_cell(cell) -> dict:
     lm_eval = _lm_eval(cell, engine) if cell.lm_eval else None
     engine.close()
 
+    kv_per_position = _kv_bytes_per_position(cell, scheme, device_type, engine.info.get("kv_cache"))
+    kv = engine.info.get("kv_cache")
+    if kv is not None and "stored_bytes" not in kv and kv_per_position:
+        # llama.cpp's cache is not visible from here: its size at the decode's end, from the format
+        positions = w.prompt_tokens + w.new_tokens - 1
+        kv.update({"stored_bytes": round(kv_per_position * w.batch_size * positions),
+                   "positions": positions, "sequences": w.batch_size,
+                   "bytes_per_position": kv_per_position,
+                   "stored_bytes_source": "computed from the format and the model's shape"})
     info = {"startup_s": startup_s, "device_init_s": device_init_s, **engine.info,
             "warmup_s": timed.warmup["seconds"], "warmup": timed.warmup, "timed_runs": timed.stop,
             "parameters": engine.params,
@@ -209,7 +223,7 @@ def measure_cell(cell) -> dict:
             "torch": torch.__version__, "pid": os.getpid(), "output_ids": timed.output_ids,
             "energy": (sampler.energy(w.batch_size * w.new_tokens * runs_done) if sampler
                        else {"reason": "CPU run: no NVML energy counter"}),
-            "kv_bytes_per_position": _kv_bytes_per_position(cell, scheme, device_type),
+            "kv_bytes_per_position": kv_per_position,
             "contention": load.result()}
     if quality is not None:
         info["quality"] = quality

@@ -212,6 +212,26 @@ def _any_calibrated(records: list) -> bool:
     return any(_calibration(r) for r in records)
 
 
+def _kv(r: dict) -> dict:
+    return r["info"].get("kv_cache") or {}
+
+
+def _kv_text(r: dict) -> str:
+    held = _kv(r).get("stored_bytes")
+    return _mb(held) if held else "-"
+
+
+def _kv_fields(r: dict) -> dict:
+    kv = _kv(r)
+    return {"kv_format": kv.get("format"), "kv_stored_bytes": kv.get("stored_bytes"),
+            "kv_positions": kv.get("positions"),
+            "kv_bytes_per_position": r["info"].get("kv_bytes_per_position")}
+
+
+def _any_kv_format(records: list) -> bool:
+    return any(_kv(r).get("format") not in (None, "auto") for r in records)
+
+
 def _ttft(r: dict) -> str:
     m = r["metrics"]
     return f"{m['ttft_ms']['median']:.1f}" if "ttft_ms" in m else "-"
@@ -249,6 +269,7 @@ COLUMNS = [
     Column("peak", "peak MB", lambda r: _mb(r["memory"].get("peak_bytes")), brief=True),
     Column("reduction", "weights -%", _reduction_text, _reductions, brief=True),
     Column("bits", "bits/weight (layers)", _bits_text, _bits, brief=True),
+    Column("kv", "KV cache MB", _kv_text, _kv_fields, brief=True, when=_any_kv_format),
     Column("ppl", "PPL [95% CI]", ppl_text, brief=True, when=_has_quality),
     Column("kl", "KL ± SE", kl_text, _quality, brief=True, when=_has_quality),
     Column("top1", "top-1 %", top1_text, when=_has_quality),

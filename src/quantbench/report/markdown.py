@@ -219,6 +219,7 @@ def objectives(records: list[dict], base: dict) -> list[str]:
                    "of weights" + (f" ({bits:.2f} bits per weight)" if bits else "")
                    + (f", {cut:.0f}% under {base['scheme']}" if cut and small is not base else "")
                    + ".")
+    out.extend(_smallest_kv(measured, base))
     # Another runtime's full-precision reference (gguf-f32) is the baseline's twin, not a
     # candidate: it would always be "closest".
     scored = [r for r in measured if "kl_mean" in (r.get("quality") or {}) and r is not base
@@ -239,6 +240,20 @@ def objectives(records: list[dict], base: dict) -> list[str]:
                 f"{r['scheme']} {quantized_bits(r):.2f} bits, KL {r['quality']['kl_mean']:.4f}"
                 for r in sorted(front, key=quantized_bits)) + ".")
     return out
+
+
+def _smallest_kv(measured: list[dict], base: dict) -> list[str]:
+    """Where KV-cache formats were compared: the smallest cache, against the baseline's."""
+    held = [r for r in measured if (r["info"].get("kv_cache") or {}).get("stored_bytes")]
+    if not any(r["info"]["kv_cache"].get("format") != "auto" for r in held):
+        return []
+    small = min(held, key=lambda r: r["info"]["kv_cache"]["stored_bytes"])
+    kv = small["info"]["kv_cache"]
+    base_kv = (base["info"].get("kv_cache") or {}).get("stored_bytes")
+    return [f"Smallest KV cache: {small['scheme']}, {kv['stored_bytes'] / 1e6:,.1f} MB at "
+            f"{kv['positions']:,} positions x {kv['sequences']}"
+            + (f" ({base_kv / kv['stored_bytes']:.1f}x under {base['scheme']}'s)"
+               if base_kv and small is not base else "") + "."]
 
 
 def bits_summary(records: list[dict]) -> list[str]:

@@ -34,18 +34,34 @@ class Runtime:
     max_batch: int | None = None  # sequences one engine decodes together; None: any
     # True when torch's allocator sees none of the runtime's device memory (read it from NVML).
     own_allocator: bool = False
+    # KV-cache formats it can decode with (quantbench.kvcache); "auto" is its own cache.
+    kv_formats: tuple[str, ...] = ("auto",)
 
     def engine(self, cell, scheme, device: str, progress) -> Engine:
         raise NotImplementedError
 
-    def kv_element_bytes(self, scheme, device_type: str) -> int:
-        """Bytes of one K or V element in this runtime's cache."""
-        return {"float32": 4}.get(scheme.compute_dtype(device_type), 2)
+    def kv_element_bytes(self, scheme, device_type: str) -> float:
+        """Bytes of one K or V element in this runtime's cache, as far as its format says
+        (runtimes that can measure their cache record the measured bytes instead)."""
+        from quantbench import kvcache
+
+        native = {"float32": 4}.get(scheme.compute_dtype(device_type), 2)
+        fmt = kvcache.get(scheme.kv)
+        if fmt.native:
+            return native
+        if fmt.eager_backend in ("quanto", "hqq"):  # a scale and a zero point per group
+            return fmt.bits / 8 + 2 * native / fmt.group
+        return fmt.bits / 8
 
     def reference_scheme(self, device_type: str) -> str | None:
         """The full-precision scheme this runtime's own schemes are timed against, when they
         cannot be timed against torch (like with like); None: the run's baseline."""
         return None
+
+    def check_kv(self, scheme) -> None:
+        from quantbench import kvcache
+
+        kvcache.check_runtime(kvcache.get(scheme.kv), self, scheme.name)
 
     def check_workload(self, workload, scheme_name: str) -> None:
         if self.max_batch is not None and workload.batch_size > self.max_batch:

@@ -108,9 +108,11 @@ class CompiledDecoder:
     `generate` then replays."""
 
     def __init__(self, model, device: str, batch: int, prompt_tokens: int, new_tokens: int,
-                 inductor: bool = True, tuning: str = "one-direction"):
+                 inductor: bool = True, tuning: str = "one-direction", kv=None):
         import torch
-        from transformers import StaticCache
+
+        from quantbench import kvcache
+        from quantbench.kvcache.layers import static_cache
 
         self.torch = torch
         self.model = model
@@ -121,7 +123,8 @@ class CompiledDecoder:
         self.inductor = inductor
         self.tuning = tuning
         self.max_cache_len = prompt_tokens + new_tokens + _SLACK
-        self.cache = StaticCache(config=model.config, max_cache_len=self.max_cache_len)
+        self.kv = kv or kvcache.get("auto")
+        self.cache = static_cache(self.kv, model.config, self.max_cache_len)
         self.cache_arg = _cache_arg(model)
         # Fixed addresses: the graph reads and writes these and nothing else per step.
         self.ids = torch.zeros((batch, 1), dtype=torch.long, device=device)
@@ -130,7 +133,8 @@ class CompiledDecoder:
         self.out = torch.zeros((batch, new_tokens + _SLACK), dtype=torch.long, device=device)
         self.step = self._forward_step
         self.graph = None
-        self.info: dict = {"kv_cache": "static", "max_cache_len": self.max_cache_len,
+        self.info: dict = {"kv_cache": "static" + ("" if self.kv.native else f" {self.kv.name}"),
+                           "max_cache_len": self.max_cache_len,
                            "prefill": "eager forward into the static cache (not compiled)"}
 
     # -- the step ---------------------------------------------------------------------------
@@ -393,8 +397,15 @@ from quantbench.runtimes.base import register  # noqa: E402
 from quantbench.runtimes.eager import EagerRuntime  # noqa: E402
 
 
+def cell_scheme_kv(cell) -> str:
+    from quantbench.schemes import get
+
+    return get(cell.scheme).kv
+
+
 class CompiledRuntime(EagerRuntime):
     name = "compiled"
+    kv_formats = ("auto", "fp8")
     description = ("static KV cache, prefill apart, each decode step torch.compile'd and "
                    "replayed as one CUDA graph (checked per cell; on the CPU: compiled, no graph)")
 
@@ -403,12 +414,22 @@ class CompiledRuntime(EagerRuntime):
     def decoder(self, model, cell, device, info, eager_generate, progress):
         w = cell.workload
         progress(phase="compile")
+        from quantbench import kvcache
+        from quantbench.kvcache.layers import stored_bytes
+
         decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens,
-                                  tuning=self.tuning)
+                                  tuning=self.tuning, kv=kvcache.get(cell_scheme_kv(cell)))
         start = time.perf_counter()
         info["compiled"] = decoder.prepare(cell.prompt["ids"])
         info["compiled"]["prepare_s"] = time.perf_counter() - start  # never inside the timings
         info["kv_positions_read"] = decoder.max_cache_len  # attention reads the whole static cache
+        held = stored_bytes(decoder.cache)
+        if held:  # the static buffers, whole: what each step reads
+            info["kv_cache"].update({
+                "static": True, "implementation": "transformers StaticCache" if decoder.kv.native
+                else "quantbench Fp8StaticLayer", "stored_bytes": held,
+                "positions": decoder.max_cache_len, "sequences": w.batch_size,
+                "bytes_per_position": held / (w.batch_size * decoder.max_cache_len)})
         return decoder.generate
 
 

@@ -161,16 +161,22 @@ def _default_model_params(**fields):
 class LlamaCppModel:
     """One llama.cpp context sized for the workload; `generate` mirrors eager.generate."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int, gpu: bool, logits_all: bool = False):
+    def __init__(self, path: Path, n_ctx: int, threads: int, gpu: bool, logits_all: bool = False,
+                 kv_type: str | None = None):
+        import llama_cpp
         from llama_cpp import Llama
 
         self.extra_buffers_off = extra_buffers_off_reason(gpu)
         fields = {"use_extra_bufts": False} if self.extra_buffers_off else {}
+        kv = {}
+        if kv_type:  # a quantized V cache runs only on llama.cpp's flash-attention path
+            ggml = getattr(llama_cpp, f"GGML_TYPE_{kv_type}")
+            kv = {"type_k": ggml, "type_v": ggml, "flash_attn": True}
         with _default_model_params(**fields):
             self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx),
                              n_ubatch=min(512, n_ctx), n_threads=threads, n_threads_batch=threads,
                              n_gpu_layers=-1 if gpu else 0, use_mmap=False,
-                             logits_all=logits_all, verbose=False)
+                             logits_all=logits_all, verbose=False, **kv)
         self.n_vocab = self.llm.n_vocab()
 
     def _last_logits(self):
@@ -229,6 +235,20 @@ def threads_for(scheme) -> int:
     return scheme.threads or torch.get_num_threads()
 
 
+def _check_kv_blocks(cell, kv_type: str) -> None:
+    """llama.cpp quantizes K and V in blocks of 32 along a head; other head sizes make it refuse
+    the context with no reason given."""
+    from quantbench import models
+
+    config = models.config_of(cell.model)
+    head_dim = (getattr(config, "head_dim", None)
+                or config.hidden_size // config.num_attention_heads)
+    if head_dim % 32:
+        raise RuntimeError(f"llama.cpp's {kv_type} KV cache stores blocks of 32 values along each "
+                           f"head, and this model's heads hold {head_dim}: measure it with "
+                           "--kv-cache auto, or on a model with heads of a multiple of 32")
+
+
 # ---- the runtime plug-in ------------------------------------------------------------------
 from quantbench.runtimes.base import Engine, Runtime, register  # noqa: E402
 
@@ -240,8 +260,13 @@ class LlamaCppRuntime(Runtime):
     max_batch = 1  # one sequence at a time, as llama-cpp-python's generate runs
     own_allocator = True  # torch's allocator sees none of llama.cpp's buffers
 
-    def kv_element_bytes(self, scheme, device_type: str) -> int:
-        return 2  # llama.cpp's default f16 KV cache
+    kv_formats = ("auto", "int8", "int4")
+
+    def kv_element_bytes(self, scheme, device_type: str) -> float:
+        from quantbench import kvcache
+
+        fmt = kvcache.get(scheme.kv)  # auto: llama.cpp's default f16 cache
+        return kvcache.GGML_ELEMENT_BYTES["F16" if fmt.native else fmt.ggml_type]
 
     def reference_scheme(self, device_type: str) -> str:
         return "gguf-f16" if device_type == "cuda" else "gguf-f32"
@@ -257,7 +282,14 @@ class LlamaCppRuntime(Runtime):
         w = cell.workload
         threads = threads_for(scheme)
         gpu = device.startswith("cuda")
-        engine = LlamaCppModel(path, w.prompt_tokens + w.new_tokens, threads, gpu=gpu)
+        from quantbench import kvcache
+
+        kv = kvcache.get(scheme.kv)
+        kv_type = None if kv.native else kv.ggml_type
+        if kv_type:
+            _check_kv_blocks(cell, kv_type)
+        engine = LlamaCppModel(path, w.prompt_tokens + w.new_tokens, threads, gpu=gpu,
+                               kv_type=kv_type)
         load_s = time.perf_counter() - start
 
         def generate(ids, new_tokens):
@@ -269,7 +301,8 @@ class LlamaCppRuntime(Runtime):
             engine.close()
             longest = max(len(p["ids"]) for p in plan["generation"]["prompts"])
             n_ctx = max(plan["context"], longest + plan["generation"]["new_tokens"])
-            scorer = LlamaCppModel(path, n_ctx, threads, gpu=gpu, logits_all=True)
+            scorer = LlamaCppModel(path, n_ctx, threads, gpu=gpu, logits_all=True,
+                                   kv_type=kv_type)
             return (scorer.logits, lambda ids, n: scorer.generate(ids, n).tokens[0], scorer.close)
 
         info.update({"load_s": load_s, "gguf_file": str(path),
@@ -277,7 +310,15 @@ class LlamaCppRuntime(Runtime):
                      "gguf_tensor_types": facts["tensor_types"], "llama_threads": threads,
                      "llama_extra_buffers": engine.extra_buffers_off or "on (llama.cpp's default)",
                      "unread_weight_bytes": facts["unread_weight_bytes"], "tables": facts["tables"],
-                     "dtype": "as stored in the GGUF"})
+                     "dtype": "as stored in the GGUF",
+                     "kv_cache": ({"format": "auto", "implementation": "llama.cpp f16 cache"}
+                                  if kv.native else
+                                  {"format": kv.name, "implementation": f"llama.cpp type_k/type_v "
+                                   f"{kv_type}, flash attention on (a quantized V needs it; the "
+                                   "f16 cells run without)",
+                                   "quality": "scored in one pass per window: llama.cpp stores "
+                                              "each batch's keys and values in the cache before "
+                                              "attending to them"})})
         return Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,
                       for_quality)
 

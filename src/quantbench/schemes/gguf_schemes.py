@@ -28,13 +28,14 @@ class GGUFScheme(Scheme):
     @property
     def reference(self) -> bool:
         """A full-precision llama.cpp run: what the other GGUF schemes are compared with for speed."""
-        return self.ggml_type in ("F32", "F16")
+        return self.ggml_type in ("F32", "F16") and self.kv == "auto"
 
     def settings(self, device_type):
-        return {"ggml_type": self.ggml_type, "runtime": "llama.cpp", "threads": self.threads,
-                "offload": "all layers" if device_type == "cuda" else "none",
-                "mix": "llama.cpp's own per-tensor mix for this type (token_embd and output "
-                       "included)" if not self.reference else "none"}
+        return self.with_kv({
+            "ggml_type": self.ggml_type, "runtime": "llama.cpp", "threads": self.threads,
+            "offload": "all layers" if device_type == "cuda" else "none",
+            "mix": "llama.cpp's own per-tensor mix for this type (token_embd and output "
+                   "included)" if not self.reference else "none"})
 
     def compute_dtype(self, device_type):
         return "float32"  # what the export reads; llama.cpp chooses its own compute types

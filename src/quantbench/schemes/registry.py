@@ -45,11 +45,14 @@ class Scheme:
     # The dtype the matrix multiplies run in, where it differs from the compute dtype (int8 or
     # float8 dynamic activations): it picks the compute ceiling a cell's prefill is held to.
     matmul_dtype: str | None = None
+    # The KV-cache format its cells decode with (quantbench.kvcache): settable on every scheme as
+    # `name:kv=int4`, or for all schemes of a run with --kv-cache.
+    kv: str = "auto"
 
     @property
     def reference(self) -> bool:
         """Whether this is the full-precision run of its runtime, other schemes' speed yardstick."""
-        return self.bits >= 16
+        return self.bits >= 16 and self.kv == "auto"
 
     def compute_dtype(self, device_type: str) -> str:
         """The float dtype the model is loaded in and activations run at."""
@@ -69,7 +72,16 @@ class Scheme:
         if "quantize_head" in self.tunable:
             out["quantize_head"] = self.quantize_head
         out.update({key: getattr(self, key) for key in self.tunable if key != "quantize_head"})
-        return out
+        return self.with_kv(out)
+
+    def with_kv(self, settings: dict) -> dict:
+        """Settings plus the KV-cache format, when it is not the runtime's own (so cells of the
+        default cache keep their identity)."""
+        if self.kv == "auto":
+            return settings
+        from quantbench import kvcache
+
+        return {**settings, "kv_cache": kvcache.get(self.kv).settings(self.runtime or "torch")}
 
     # Calibrated schemes (GPTQ, AWQ) need activations: the planner builds calibration ids for
     # their cells, and `quantize` receives them.
@@ -162,11 +174,19 @@ def get(spec: str) -> Scheme:
     overrides = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
-        if not sep or key not in scheme.tunable:
-            settable = ", ".join(scheme.tunable) or "none"
+        if not sep or key not in scheme.tunable + ("kv",):
+            settable = ", ".join(scheme.tunable + ("kv",))
             raise UsageError(f"'{spec}': {name} has no setting '{key or assignment}' "
                              f"(settable: {settable}); write name:key=value")
         overrides[key] = _parse(spec, key, text, getattr(scheme, key))
+        if key == "kv":
+            from quantbench import kvcache
+
+            overrides[key] = kvcache.get(text).name
+    if overrides.get("kv") == "auto":  # the default, typed out: the same scheme
+        del overrides["kv"]
+        if not overrides:
+            return scheme
     canonical = name + "".join(f":{k}={_show(v)}" for k, v in sorted(overrides.items()))
     tuned = dataclasses.replace(scheme, name=canonical, base=name, **overrides)
     tuned.validate()

@@ -5,7 +5,7 @@ from quantbench.schemes.registry import Scheme, register
 
 class DtypeScheme(Scheme):
     def compute_dtype(self, device_type: str) -> str:
-        return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[self.name]
+        return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[self.base or self.name]
 
 
 register(DtypeScheme("fp32", "torch", 32, ("cpu", "cuda"), description="float32 weights and math"))
