@@ -52,13 +52,7 @@ def _to_fp8(tensor, scale):
     return (tensor.float() / scale).to(torch.float8_e4m3fn)
 
 
-def _layer_classes():
-    from transformers.cache_utils import DynamicLayer, StaticLayer
-
-    return DynamicLayer, StaticLayer
-
-
-DynamicLayer, StaticLayer = _layer_classes()
+from transformers.cache_utils import DynamicLayer, StaticLayer  # noqa: E402  (runtimes import this lazily)
 
 
 class Fp8DynamicLayer(DynamicLayer):

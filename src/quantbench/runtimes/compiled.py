@@ -397,12 +397,6 @@ from quantbench.runtimes.base import register  # noqa: E402
 from quantbench.runtimes.eager import EagerRuntime  # noqa: E402
 
 
-def cell_scheme_kv(cell) -> str:
-    from quantbench.schemes import get
-
-    return get(cell.scheme).kv
-
-
 class CompiledRuntime(EagerRuntime):
     name = "compiled"
     kv_formats = ("auto", "fp8")
@@ -416,9 +410,10 @@ class CompiledRuntime(EagerRuntime):
         progress(phase="compile")
         from quantbench import kvcache
         from quantbench.kvcache.layers import stored_bytes
+        from quantbench.schemes import get as get_scheme
 
         decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens,
-                                  tuning=self.tuning, kv=kvcache.get(cell_scheme_kv(cell)))
+                                  tuning=self.tuning, kv=kvcache.get(get_scheme(cell.scheme).kv))
         start = time.perf_counter()
         info["compiled"] = decoder.prepare(cell.prompt["ids"])
         info["compiled"]["prepare_s"] = time.perf_counter() - start  # never inside the timings
