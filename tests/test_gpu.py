@@ -1,5 +1,6 @@
 """GPU paths, run on a lent H100/H200 with `pytest -m gpu` (deselected elsewhere)."""
 
+import json
 import os
 import shutil
 
@@ -355,3 +356,61 @@ def test_kv_formats_on_the_gpu_eager_and_a_captured_fp8_static_cache(workdir):
     assert fp8["info"]["kv_cache"]["implementation"] == "quantbench Fp8StaticLayer"
     ratio = fp8["info"]["kv_cache"]["stored_bytes"] / bf16["info"]["kv_cache"]["stored_bytes"]
     assert 0.49 < ratio < 0.51
+
+
+# ---- quantbench's own kernel (qb-* schemes) ------------------------------------------------------
+
+def test_qb_kernel_matches_its_reference_on_the_gpu_and_keeps_its_tuned_configs(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path))
+    from quantbench.kernels import formats, tuning
+    from quantbench.kernels.layers import QbLinear
+
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    for fmt in ("bf16", "int8", "fp8", "int4"):
+        linear = torch.nn.Linear(2048, 2560, bias=False, device=device, dtype=torch.bfloat16)
+        layer = QbLinear.from_linear(linear, fmt, 128)
+        ref_w = formats.dequantize(layer.packed(), torch.float32)
+        for m in (1, 2, 8, 16, 32, 128):
+            x = torch.randn(m, 2048, device=device, dtype=torch.bfloat16)
+            y = layer(x)
+            ref = x.float() @ ref_w.T
+            err = float((y.float() - ref).abs().max() / ref.abs().max())
+            assert err < 1e-2, (fmt, m, err)  # the bf16 rounding of the output, nothing more
+        launches = layer.launches
+        assert {e["chosen"] for e in launches.values()} == {"tuned"}, launches
+    table = json.loads(tuning.cache_path(name).read_text())
+    assert len(table) == 4 * 5 and all(e["us"] > 0 and e["candidates"] > 1 for e in table.values())
+    fresh = QbLinear.from_linear(linear, "int4", 128)  # a new layer of a tuned shape: no timing
+    fresh(torch.randn(1, 2048, device=device, dtype=torch.bfloat16))
+    assert {e["chosen"] for e in fresh.launches.values()} == {"cached"}
+
+
+QB_SCHEMES = ["bf16", "qb-bf16", "qb-int8", "qb-int4", "qb-fp8"]
+
+
+def test_qb_schemes_compile_into_one_checked_graph_with_fused_projections(workdir):
+    proc = quantbench("run", "--model", "random:gpt2-124m", "--runtime", "compiled-fused", "--schemes",
+                      ",".join(QB_SCHEMES), "--prompt-tokens", "32", "--new-tokens", "24",
+                      "--warmup", "1", "--runs", "3", "--cell-timeout", "600", cwd=workdir)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    by = {r["scheme"]: r for r in export_json(workdir)}
+    for scheme in QB_SCHEMES:
+        r = by[scheme]
+        assert r["status"] == "ok", r["error"]
+        c = r["info"]["compiled"]
+        assert c["compile"]["graph_breaks"] == 0, c["compile"]
+        assert c["cuda_graph"]["captured"] is True, c["cuda_graph"]
+        assert r["info"]["fusion"]["fused"] == {"q_proj+k_proj+v_proj": 12, "gate_proj+up_proj": 12}
+        if scheme.startswith("qb-"):
+            kernel = r["info"]["qb_kernel"]
+            assert kernel["path"].startswith("quantbench Triton") and kernel["layers"] == 48
+            decode = [e for k, e in kernel["launches"].items() if k.endswith("rows=1")]
+            assert decode and all(e["chosen"] in ("tuned", "cached") for e in decode), kernel
+            names = " ".join(t["name"] for t in c["profile"]["top"])
+            assert "wo_matmul" in names, c["profile"]["top"]
+    weights = {s: by[s]["memory"]["weights_bytes"] for s in QB_SCHEMES}
+    assert weights["qb-int8"] == weights["qb-fp8"]  # a byte a weight, a scale a row
+    assert weights["qb-int4"] < weights["qb-int8"] < weights["bf16"]

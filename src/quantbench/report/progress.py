@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 PHASES = {"load": "loading model", "quantize": "applying scheme",
+          "compile": "compiling and capturing the decode step",
           "export": "exporting to GGUF (once per model)"}
 
 

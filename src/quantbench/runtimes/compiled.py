@@ -179,6 +179,11 @@ class CompiledDecoder:
         torch = self.torch
         with torch.no_grad():
             self._prefill(prompt)
+            if self.cuda:
+                # One eager step first: kernels that choose launch configs by timing them
+                # (quantbench's own) must see real tensors of the decode's shape, not a trace.
+                self._body()
+                self._sync()
             if self.inductor:
                 self._compile()
             else:
@@ -404,6 +409,21 @@ class CompiledRuntime(EagerRuntime):
                    "replayed as one CUDA graph (checked per cell; on the CPU: compiled, no graph)")
 
     tuning = "one-direction"
+    # Sibling projections fused at load (quantbench.fusion): compiled-fused only, until a
+    # same-machine comparison shows it does not slow the bf16 baseline (docs/results,
+    # 2026-11-29-h200-speed-of-light.md: on the 1B preset inductor already ran q/k/v as one
+    # kernel, and the 8B bf16 figure fused was below an earlier unfused one on another machine).
+    fuse = False
+
+    def prepare_model(self, model, scheme):
+        if not self.fuse:
+            return {"fused": {}, "reason": f"the {self.name} runtime keeps the model's layers apart"}
+        if not scheme.fusable:
+            return {"fused": {}, "reason": f"{scheme.name} quantizes each layer as the model "
+                                           "names it (calibrated or as shipped)"}
+        from quantbench.fusion import fuse_projections
+
+        return fuse_projections(model).as_info()
 
     def decoder(self, model, cell, device, info, eager_generate, progress):
         w = cell.workload
@@ -428,6 +448,13 @@ class CompiledRuntime(EagerRuntime):
         return decoder.generate
 
 
+class FusedRuntime(CompiledRuntime):
+    name = "compiled-fused"
+    description = ("as compiled, with q/k/v and gate/up fused into one layer each at load "
+                   "(one matmul each per step, for every scheme that quantizes per row or group)")
+    fuse = True
+
+
 class PlainRuntime(CompiledRuntime):
     name = "compiled-plain"
     description = ("as compiled, without coordinate-descent tuning: batch-1 matmuls on cuBLAS, "
@@ -443,5 +470,6 @@ class TunedRuntime(CompiledRuntime):
 
 
 register(CompiledRuntime())
+register(FusedRuntime())
 register(PlainRuntime())
 register(TunedRuntime())

@@ -156,6 +156,7 @@ class EagerRuntime(Runtime):
         _sync(device)
         load_s = time.perf_counter() - start
 
+        fusion = self.prepare_model(model, scheme)
         progress(phase="quantize")
         start = time.perf_counter()
         calibration: dict = {}
@@ -191,6 +192,13 @@ class EagerRuntime(Runtime):
                 "kv_cache": kv_info}
         if calibration:  # its seconds are part of quantize_s, and shown apart
             info["calibration"] = calibration
+        if fusion is not None:
+            info["fusion"] = fusion
+        from quantbench.kernels.layers import launch_record
+
+        qb_kernel = launch_record(model, device)  # filled with launch configs as layers run
+        if qb_kernel is not None:
+            info["qb_kernel"] = qb_kernel
         timed = self.decoder(model, cell, device, info, eager_generate, progress)
 
         def logits(ids):
@@ -211,6 +219,11 @@ class EagerRuntime(Runtime):
 
         return Engine(timed, memory.weight_bytes(model), memory.parameter_count(model), info,
                       for_quality=lambda plan: (logits, greedy, lambda: None), torch_model=model)
+
+    def prepare_model(self, model, scheme) -> dict | None:
+        """Reshape the float model before the scheme quantizes it; what was done, for the
+        record (None: nothing, as here: the eager runtime runs the model as published)."""
+        return None
 
     def decoder(self, model, cell, device, info, eager_generate, progress):
         """The generate function the timed runs call (here: the eager loop itself)."""

@@ -21,6 +21,7 @@ class CalibratedInt4(Scheme):
     length: int = 256  # tokens per window
     tunable: tuple = ("group", "samples", "length")
     calibrated: bool = True
+    fusable: bool = False  # AWQ searches scales per layer; GPTQ's layerwise pass names them
 
     def group_size(self, device_type: str) -> int:
         return self.group or (128 if device_type == "cuda" else 64)

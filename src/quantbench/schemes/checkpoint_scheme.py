@@ -10,6 +10,8 @@ from quantbench.schemes.registry import Scheme, register
 
 @dataclass(frozen=True)
 class AsShipped(Scheme):
+    fusable: bool = False  # its layers are the checkpoint's, quantized already
+
     def settings(self, device_type):
         # What it holds is the model's (its fingerprint covers config and files), not a setting.
         return {"compute_dtype": self.compute_dtype(device_type), "skip_modules": [],

@@ -83,6 +83,11 @@ class Scheme:
 
         return {**settings, "kv_cache": kvcache.get(self.kv).settings(self.runtime or "torch")}
 
+    # Whether a runtime may fuse sibling projections (q/k/v, gate/up) before `quantize`: true
+    # for schemes whose scales are per output row or per group along the input, where the
+    # concatenation quantizes as its parts would. Calibrated and as-shipped schemes keep theirs.
+    fusable: bool = True
+
     # Calibrated schemes (GPTQ, AWQ) need activations: the planner builds calibration ids for
     # their cells, and `quantize` receives them.
     calibrated: bool = False

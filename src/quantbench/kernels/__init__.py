@@ -1,0 +1,1 @@
+"""quantbench's own weight-only matmul kernel (Triton) and the formats it reads."""
