@@ -160,12 +160,12 @@ def test_a_fused_sibling_called_out_of_order_fails_loudly():
 
 def test_qb_schemes_run_in_both_runtimes_and_say_which_path_multiplied(workdir):
     proc = quantbench("run", *TINY, "--runtime", "eager,compiled-fused", "--schemes",
-                      "fp32,qb-int8,qb-int4:group=32,qb-int4", "--cell-timeout", "300",
+                      "fp32,qb-int8,qb-int4:group=32,qb-int4:group=128", "--cell-timeout", "300",
                       cwd=workdir)
-    assert proc.returncode == 1, proc.stdout + proc.stderr  # qb-int4 (g128) cannot tile 64
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # groups of 128 cannot tile 64
     by = {(r["runtime"], r["scheme"]): r for r in export_json(workdir)}
     for runtime in ("eager", "compiled-fused"):
-        failed = by[(runtime, "qb-int4")]
+        failed = by[(runtime, "qb-int4:group=128")]
         assert failed["status"] == "failed"
         assert "groups of 128 do not tile the 64 inputs" in failed["error"]
         assert "qb-int4:group=64" in failed["error"]

@@ -28,8 +28,10 @@ class QbScheme(Scheme):
             return True, ""
         return super().availability(device_type, capability)
 
-    def group_size(self) -> int:
-        return self.group or 128
+    def group_size(self, device_type: str) -> int:
+        # torchao-int4wo's defaults, so the two compare at equal groups: 64 on a CPU divides the
+        # bundled model's 576-wide layers; 128 on a GPU is what its int4 kernels are tuned for.
+        return self.group or (128 if device_type == "cuda" else 64)
 
     def settings(self, device_type):
         out = {**super().settings(device_type), "skip_modules": list(self.skipped()),
@@ -37,7 +39,7 @@ class QbScheme(Scheme):
                "kernel": "quantbench wo_matmul (Triton)" if device_type == "cuda"
                else "dequantized reference (F.linear)"}
         if self.fmt == "int4":
-            out.update(group=self.group_size(), levels="asymmetric min-max, scale + offset per group")
+            out.update(group=self.group_size(device_type), levels="asymmetric min-max, scale + offset per group")
         elif self.fmt != "bf16":
             out["granularity"] = "per output row, symmetric absmax"
         return out
@@ -49,7 +51,7 @@ class QbScheme(Scheme):
     def apply(self, model, device: str):
         from quantbench.kernels.layers import replace_linears
 
-        group = self.group_size() if self.fmt == "int4" else 0
+        group = self.group_size(device.split(":")[0]) if self.fmt == "int4" else 0
         if group:
             self._check_groups(model, group)
         if not replace_linears(model, self.fmt, group, self.skipped()):
@@ -70,7 +72,8 @@ class QbScheme(Scheme):
 register(QbScheme("qb-int8", "quantbench", 8, ("cpu", "cuda"), TRITON, "kernels",
                   "int8 weight-only, per-row scales, quantbench's Triton GEMV", fmt="int8"))
 register(QbScheme("qb-int4", "quantbench", 4, ("cpu", "cuda"), TRITON, "kernels",
-                  "int4 weight-only, asymmetric g128 (settable), quantbench's Triton GEMV",
+                  "int4 weight-only, asymmetric groups (GPU 128, CPU 64; settable), quantbench's "
+                  "Triton GEMV",
                   fmt="int4", tunable=("group", "quantize_head")))
 register(QbScheme("qb-fp8", "quantbench", 8, ("cpu", "cuda"), TRITON, "kernels",
                   "float8 (e4m3) weight-only, per-row scales, quantbench's Triton GEMV",
