@@ -380,6 +380,8 @@ def test_qb_kernel_matches_its_reference_on_the_gpu_and_keeps_its_tuned_configs(
             err = float((y.float() - ref).abs().max() / ref.abs().max())
             assert err < 1e-2, (fmt, m, err)  # the bf16 rounding of the output, nothing more
         launches = layer.launches
+        prefill = launches.pop(f"{fmt} 2560x2048 rows=128")
+        assert prefill["chosen"] == "default (more than 32 rows: not timed)", prefill
         assert {e["chosen"] for e in launches.values()} == {"tuned"}, launches
     table = json.loads(tuning.cache_path(name).read_text())
     assert len(table) == 4 * 5 and all(e["us"] > 0 and e["candidates"] > 1 for e in table.values())

@@ -75,6 +75,8 @@ class QbLinear(torch.nn.Module):
             return tuning.default(self.fmt, m, self.out_features, self.in_features,
                                   self.group).astuple()
         config, how, found = self._choose(x2d)
+        if found and found.get("untimed"):  # the prefill's rows: the default, not a search
+            how, found = f"default ({found['untimed']})", None
         entry = {"config": config.short(), "chosen": how}
         if found:
             entry.update(tuned_us=round(found["us"], 2), tuned_GBps=round(found["GBps"], 1))

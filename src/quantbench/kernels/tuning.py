@@ -151,7 +151,7 @@ def tune(x2d, packed, device_name: str, sms: int) -> dict:
     options = candidates(packed.fmt, m, n, k, packed.group, sms)
     if not options:  # the prefill: not worth a search
         return {"config": asdict(default(packed.fmt, m, n, k, packed.group, sms)), "us": 0.0,
-                "candidates": 0, "GBps": 0.0, "untimed": "more than 32 rows: the default"}
+                "candidates": 0, "GBps": 0.0, "untimed": "more than 32 rows: not timed"}
     for config in options:
         try:
             with torch.cuda.stream(torch.cuda.Stream()):
