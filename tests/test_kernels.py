@@ -3,6 +3,7 @@ the CPU through Triton's interpreter (TRITON_INTERPRET=1, a real subprocess: the
 set before Triton compiles anything); the GPU runs it for real under `pytest -m gpu`."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ torch = pytest.importorskip("torch")
 def _interpreted(script: str) -> dict:
     pytest.importorskip("triton")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
-                          text=True, env={**__import__("os").environ, "TRITON_INTERPRET": "1"},
+                          text=True, env={**os.environ, "TRITON_INTERPRET": "1"},
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -36,7 +36,8 @@ class QbLinear(torch.nn.Module):
         # dict is shared with the cell's record (launch_record) when the runtime asks.
         self.launches: dict[str, dict] = {}
         self._chosen: dict[int, tuple] = {}  # rows -> launch config
-        if kernel_available():
+        self.has_kernel = kernel_available()  # once: not an import per forward call
+        if self.has_kernel:
             from quantbench.kernels import ops
 
             ops.register()
@@ -59,7 +60,7 @@ class QbLinear(torch.nn.Module):
     def _uses_kernel(self, x) -> bool:
         from quantbench.kernels.ops import interpreting
 
-        return (x.is_cuda or interpreting()) and kernel_available()
+        return (x.is_cuda or interpreting()) and self.has_kernel
 
     def _config(self, x2d) -> tuple:
         """The launch config for this many rows, as a tuple of ints. Chosen on the first eager
