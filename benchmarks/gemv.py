@@ -86,7 +86,10 @@ def main() -> None:
     parser.add_argument("--out", default="gemv.json")
     parser.add_argument("--rows", default="1,8")
     parser.add_argument("--models", default="1b,8b")
+    parser.add_argument("--kernels", default="",
+                        help="comma list of competitor names to run (default: all)")
     args = parser.parse_args()
+    wanted = set(filter(None, args.kernels.split(",")))
     torch.manual_seed(0)
     copy = copy_bandwidth(torch)
     rows = []
@@ -95,6 +98,8 @@ def main() -> None:
             for m in map(int, args.rows.split(",")):
                 x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
                 for who, (fn, nbytes) in competitors(torch, k, n).items():
+                    if wanted and who not in wanted:
+                        continue
                     row = {"model": model, "matmul": name, "k": k, "n": n, "rows": m, "kernel": who}
                     if isinstance(fn, Exception):
                         row["error"] = str(fn)[:200]
@@ -108,6 +113,8 @@ def main() -> None:
                                        GBps=nbytes / (row["us"] * 1e-6) / 1e9,
                                        pct_copy_bw=100 * nbytes / (row["us"] * 1e-6) / copy,
                                        bench_s=time.perf_counter() - start)
+                            if getattr(fn, "launches", None):  # a qb layer: the config it ran
+                                row["launch"] = next(iter(fn.launches.values()))
                         except Exception as exc:
                             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
                     rows.append(row)

@@ -11,7 +11,8 @@ FP8_MAX = 448.0  # e4m3fn's largest finite value
 
 @dataclass
 class PackedWeight:
-    """A weight in one format. `data` is what the kernel streams; `scale`/`offset` are per output
+    """A weight in one format. `data` is what the kernel streams (int4: byte j of a group holds
+    its positions j and j + group/2, low and high nibble); `scale`/`offset` are per output
     row (int8, fp8) or per row and group of K (int4); bf16 has neither."""
 
     fmt: str
@@ -59,8 +60,9 @@ def quantize(weight, fmt: str, group: int = 128, scale_dtype=None) -> PackedWeig
         s = s.to(scale_dtype).float()
         low = low.to(scale_dtype).float()
         q = torch.round((groups - low[..., None]) / s[..., None]).clamp(0, 15).to(torch.uint8)
-        q = q.reshape(n, k)
-        packed = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
+        # byte j of a group: its position j in the low nibble, j + group/2 in the high one
+        half = group // 2
+        packed = (q[..., :half] | (q[..., half:] << 4)).reshape(n, k // 2).contiguous()
         return PackedWeight("int4", packed, s.to(scale_dtype).contiguous(),
                             low.to(scale_dtype).contiguous(), k, group)
     raise ValueError(f"unknown weight format {fmt!r}")
@@ -79,11 +81,9 @@ def dequantize(packed: PackedWeight, dtype=None):
         w = packed.data.view(torch.float8_e4m3fn).float()
         return (w * packed.scale.float()[:, None]).to(dtype)
     if packed.fmt == "int4":
-        n = packed.data.shape[0]
-        q = torch.empty((n, packed.in_features), dtype=torch.uint8, device=packed.data.device)
-        q[:, 0::2] = packed.data & 0xF
-        q[:, 1::2] = packed.data >> 4
-        g = packed.group
-        w = q.float().reshape(n, -1, g) * packed.scale.float()[..., None] + packed.offset.float()[..., None]
+        n, g = packed.data.shape[0], packed.group
+        data = packed.data.reshape(n, -1, g // 2)
+        q = torch.cat([data & 0xF, data >> 4], dim=2)  # [rows, groups, group]: see quantize
+        w = q.float() * packed.scale.float()[..., None] + packed.offset.float()[..., None]
         return w.reshape(n, packed.in_features).to(dtype)
     raise ValueError(f"unknown weight format {packed.fmt!r}")

@@ -11,9 +11,11 @@ import threading
 from dataclasses import asdict, dataclass
 
 # Bump when the kernel changes in a way that makes old timings meaningless.
-KERNEL_VERSION = 2
-# Register budget of the broadcast (non-tensor-core) path: BLOCK_M x BLOCK_N x BLOCK_K values.
-_BROADCAST_ELEMENTS = 8192
+KERNEL_VERSION = 3
+# Registers the broadcast (non-tensor-core) path may spend on its element-wise accumulator:
+# 64 fp32 values a thread, so BLOCK_M x BLOCK_N x BLOCK_K (int4: half, two nibbles a value)
+# is at most 64 x 32 x warps.
+_ACC_PER_THREAD = 64
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,14 @@ def block_m_for(m: int) -> int:
 
 # (BLOCK_N, BLOCK_K, warps, stages) a decode shape is timed with: few, because each is a
 # Triton compile (~0.5 s) and a cell's compile time is counted. Wide K tiles keep enough bytes
-# in flight per program; split-K (derived, not searched) fills the multiprocessors.
-_GEMV = ((16, 256, 4, 3), (32, 128, 4, 3), (32, 256, 8, 3), (64, 128, 8, 3), (16, 512, 4, 2),
-         (8, 512, 4, 3))
+# in flight per program (every shape tuned on the H200 chose the widest offered); split-K
+# (derived, not searched) fills the multiprocessors. The first is the untuned default.
+_GEMV = ((8, 512, 4, 2), (16, 256, 4, 2), (16, 512, 8, 2), (4, 1024, 4, 2), (8, 1024, 8, 2),
+         (32, 256, 8, 2), (16, 512, 4, 3))
+# int4's broadcast tiles lie in one group (the kernel's _int4_gemv), so its table trades K
+# for rows: 64 bytes of a row a tile with groups of 128.
+_GEMV_INT4 = ((32, 128, 4, 2), (16, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2),
+              (128, 64, 8, 2), (32, 128, 4, 3), (8, 128, 4, 2))
 _DOT = ((32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3), (128, 64, 8, 3))
 
 
@@ -59,38 +66,52 @@ def _split_for(tiles: int, k: int, block_k: int, sms: int) -> int:
     return split
 
 
+def _fit(fmt: str, m: int, n: int, k: int, group: int, sms: int, bm: int, bn: int, bk: int,
+         warps: int, stages: int) -> Config | None:
+    """A table entry made to fit the shape: the broadcast path's K tile shortened to its
+    register budget and to K; None where int4's groups and the tile do not nest."""
+    if fmt == "int4" and bk > group:  # int4's tiles lie in one group (the kernel's
+        bn, bk = bn * bk // group, group  # _int4_gemv): as many bytes a tile, in more rows
+    if bm < 16:
+        per_value = 2 if fmt == "int4" else 1
+        while bk > 32 and bm * bn * bk // per_value > _ACC_PER_THREAD * 32 * warps:
+            bk //= 2
+    bk = min(bk, max(32, 1 << (k - 1).bit_length()))
+    if fmt == "int4" and group % bk:
+        return None  # a tile lies in one group
+    split = _split_for(-(-n // bn) * -(-m // bm), k, bk, sms)
+    return Config(bm, bn, bk, split, warps, stages)
+
+
 def candidates(fmt: str, m: int, n: int, k: int, group: int, sms: int) -> list[Config]:
     """Launch configs worth timing for a shape; [] beyond 32 rows (the prefill, which runs
     the default: its time is the first token's, not the decode's)."""
     bm = block_m_for(m)
     if bm > 32:
         return []
-    table = [(bm, *c) for c in (_DOT if bm >= 16 else _GEMV)]
-    if 2 < m <= 8:  # a few rows: tensor cores on 16 (rows padded) may beat the broadcast
+    gemv = _GEMV_INT4 if fmt == "int4" else _GEMV
+    table = [(bm, *c) for c in (_DOT if bm >= 16 else gemv)]
+    # A few rows: tensor cores on 16 (rows padded) may beat the broadcast; for int4 even one
+    # row, whose broadcast path is bound by its arithmetic (dequantizing in fp32 per weight).
+    if 2 < m <= 8 or (fmt == "int4" and m <= 8):
         table += [(16, *c) for c in _DOT]
     out = []
-    for bm, bn, bk, warps, stages in table:
-        if bm < 16 and bm * bn * bk > _BROADCAST_ELEMENTS:
-            bk = max(32, _BROADCAST_ELEMENTS // (bm * bn))  # more rows: a shorter K tile
-        if fmt == "int4" and group % bk and bk % group:
-            continue  # a tile spans whole groups or lies in one
-        bk = min(bk, max(32, 1 << (k - 1).bit_length()))
-        split = _split_for(-(-n // bn) * -(-m // bm), k, bk, sms)
-        config = Config(bm, bn, bk, split, warps, stages)
-        if config not in out:
+    for entry in table:
+        config = _fit(fmt, m, n, k, group, sms, *entry)
+        if config is not None and config not in out:
             out.append(config)
     return out
 
 
 def default(fmt: str, m: int, n: int, k: int, group: int, sms: int = 132) -> Config:
-    """Used where nothing was tuned (the CPU interpreter, a graph traced before any eager call)."""
-    bm = block_m_for(m)
-    bk = 128
-    bn = 16 if bm <= 2 else 8 if bm < 16 else 64
-    while bm < 16 and bm * bn * bk > _BROADCAST_ELEMENTS:
-        bn //= 2
-    split = _split_for(-(-n // bn) * -(-m // bm), k, bk, sms) if bm <= 32 else 1
-    return Config(bm, max(bn, 1), bk, split)
+    """Used where nothing was tuned (the CPU interpreter, a graph traced before any eager call):
+    the first candidate, or for the prefill's rows a tensor-core tile."""
+    found = candidates(fmt, m, n, k, group, sms)
+    if found:
+        return found[0]
+    # No split: the prefill's rows fill the GPU, and fp32 partials of its logits would not fit.
+    bk = min(64, group) if fmt == "int4" else 64  # int4: a tile lies in one group
+    return Config(64, 64, bk, 1, 4, 2)
 
 
 # ---- the cache --------------------------------------------------------------------------------
