@@ -69,6 +69,27 @@ def test_the_kernel_matches_its_dequantized_reference_in_every_format_and_shape(
     assert len(out) == 7
 
 
+@pytest.mark.parametrize("fmt,config", [
+    ("bf16", (1, 8, 512, 1, 4, 2)), ("int8", (1, 16, 512, 1, 4, 2)), ("fp8", (1, 16, 512, 1, 4, 2)),
+    ("int4", (1, 32, 128, 1, 4, 2)), ("int4", (1, 64, 64, 8, 4, 2)), ("int8", (8, 8, 256, 2, 4, 2))])
+def test_the_decode_loops_compile_for_hopper_without_layout_changes_and_with_16_byte_loads(
+        fmt, config):
+    """What made the first kernels 2-3x slower on the H200, checked on the CPU: Triton lowers
+    the kernel for sm_90 here (its wheel carries ptxas). No tile may change layout (a trip
+    through shared memory) inside the K loop, and the weights load 16 bytes at a time."""
+    pytest.importorskip("triton")
+    from quantbench.kernels import asm
+
+    block_m, block_n, block_k, split_k, warps, _ = config
+    lowered = asm.lower(fmt, *config)
+    assert lowered.loop_conversions() == 0, lowered.ttgir
+    loads = lowered.global_loads()
+    assert "b8" not in loads and "u8" not in loads, loads  # no weight byte loaded alone
+    weight_bytes = block_n * block_k * (2 if fmt == "bf16" else 0.5 if fmt == "int4" else 1)
+    assert loads.get("v4.b32", 0) >= weight_bytes / (32 * warps) / 16, loads
+    assert loads.get("b16", 0) <= 4, loads  # a scale and an offset, not the activations
+
+
 def test_quantbench_formats_round_within_half_a_step_and_pack_losslessly():
     from quantbench.kernels import formats
 
@@ -129,12 +150,16 @@ def test_fused_projections_leave_the_bundled_models_logits_as_they_were():
     fused = models.load(spec, torch.float32, "cpu")
     report = fuse_projections(fused)
     assert report.groups == {"q_proj+k_proj+v_proj": 30, "gate_proj+up_proj": 30}
-    assert torch.allclose(_logits(plain, ids), _logits(fused, ids), atol=1e-4, rtol=0)
+    # One wide matmul sums in another order than three narrow ones (the CPU's GEMM blocks by
+    # shape): fp32 rounding, carried through 30 layers, to logits up to ~30 (equal to the last
+    # bit here, but a once-seen failure at 1e-4 is not worth a flaky suite); a wrong fusion (a
+    # sibling's rows swapped or shifted) moves them by ~1.
+    assert torch.allclose(_logits(plain, ids), _logits(fused, ids), atol=1e-3, rtol=0)
     # Quantized after fusing, per-row int8 and per-group int4 are the same numbers either way.
     for fmt, group in (("int8", 0), ("int4", 64)):
         replace_linears(plain, fmt, group, ("lm_head",))
         replace_linears(fused, fmt, group, ("lm_head",))
-        assert torch.allclose(_logits(plain, ids), _logits(fused, ids), atol=1e-4, rtol=0)
+        assert torch.allclose(_logits(plain, ids), _logits(fused, ids), atol=1e-3, rtol=0)
         plain = models.load(spec, torch.float32, "cpu")
         fused = models.load(spec, torch.float32, "cpu")
         fuse_projections(fused)

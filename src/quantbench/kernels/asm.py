@@ -1,0 +1,84 @@
+"""The kernel as a GPU would run it, compiled on any machine: Triton lowers it for a CUDA target
+without a GPU (its wheel carries ptxas), so what made the first kernels slow can be checked on
+a CPU. Two things decided their speed on the H200 (docs/results/2026-11-29-h200-kernels-2.md):
+a `convert_layout` inside the K loop moves a whole tile through shared memory every step, and a
+load that is not 16 bytes wide issues 8-16 times the instructions.
+
+    python -m quantbench.kernels.asm int4 1,32,128,1,4,2 [--group 128] [--arch 90]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+
+# Argument positions of wo_matmul_kernel that a real launch specializes as multiples of 16
+# (pointers from torch, N, K and the strides of contiguous tensors); M is left general.
+_DIVISIBLE = ("x_ptr", "w_ptr", "s_ptr", "b_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn",
+              "stride_sn", "stride_os", "stride_om")
+
+
+@dataclass
+class Lowered:
+    ttgir: str
+    ptx: str
+
+    def loop_conversions(self) -> int:
+        """Layout changes inside the K loop(s): each moves a tile through shared memory."""
+        count, depth = 0, 0
+        for line in self.ttgir.splitlines():
+            if "scf.for" in line:
+                depth += 1
+            if depth and "ttg.convert_layout" in line:
+                count += 1
+            if depth and "scf.yield" in line:
+                depth -= 1
+        return count
+
+    def global_loads(self) -> dict[str, int]:
+        """PTX global loads by width: {'v4.b32': n, 'b16': m, ...} (v4.b32 is 16 bytes)."""
+        found: dict[str, int] = {}
+        for match in re.finditer(r"ld\.global(?:\.[a-z_]+)*?\.((?:v[248]\.)?[bfus]\d+)", self.ptx):
+            found[match.group(1)] = found.get(match.group(1), 0) + 1
+        return found
+
+
+def lower(fmt: str, block_m: int, block_n: int, block_k: int, split_k: int, num_warps: int,
+          num_stages: int, group: int = 128, arch: int = 90, x_dtype: str = "bf16") -> Lowered:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from quantbench.kernels.gemv import FORMATS, wo_matmul_kernel
+
+    weight = {"bf16": "*bf16", "int8": "*i8"}.get(fmt, "*u8")
+    sig = {"x_ptr": f"*{x_dtype}", "w_ptr": weight, "s_ptr": f"*{x_dtype}",
+           "b_ptr": f"*{x_dtype}", "out_ptr": f"*{x_dtype}" if split_k == 1 else "*fp32",
+           "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
+           "stride_sn": "i32", "stride_os": "i32", "stride_om": "i32"}
+    consts = {"FORMAT": FORMATS[fmt], "GROUP": group, "BLOCK_M": block_m, "BLOCK_N": block_n,
+              "BLOCK_K": block_k, "SPLIT_K": split_k, "USE_DOT": block_m >= 16}
+    sig.update({name: "constexpr" for name in consts})
+    names = list(sig)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in _DIVISIBLE}
+    source = ASTSource(fn=wo_matmul_kernel, signature=sig, constexprs=consts, attrs=attrs)
+    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                            options={"num_warps": num_warps, "num_stages": num_stages})
+    return Lowered(kernel.asm["ttgir"], kernel.asm["ptx"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fmt", choices=["bf16", "int8", "fp8", "int4"])
+    parser.add_argument("config", help="block_m,block_n,block_k,split_k,num_warps,num_stages")
+    parser.add_argument("--group", type=int, default=128)
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x 10")
+    args = parser.parse_args()
+    lowered = lower(args.fmt, *map(int, args.config.split(",")), group=args.group, arch=args.arch)
+    print(f"layout changes in the K loop: {lowered.loop_conversions()}")
+    print(f"global loads (PTX, by width): {lowered.global_loads()}")
+
+
+if __name__ == "__main__":
+    main()
