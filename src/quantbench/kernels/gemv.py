@@ -9,8 +9,12 @@ One kernel for four weight formats, chosen at compile time (FORMAT):
         two values a byte: byte j of a group holds its positions j (low nibble) and j + G/2
         (high), so the inputs either nibble meets are contiguous loads; "scale and offset"
         rather than "scale and zero point" makes the dequantization one multiply-add per
-        weight. A K tile spans several groups (wide tiles keep enough bytes in flight) or lies
-        in one.
+        weight. A K tile lies in one group, so a row's scale and offset are one value a tile;
+        tiles of more rows keep enough bytes in flight.
+
+Two paths: up to 8 rows on CUDA cores (_gemv, _int4_gemv: products accumulated element-wise and
+reduced once), 16 rows and more on tensor cores (_dot_tiles). `python -m quantbench.kernels.asm`
+shows how a launch config lowers for a GPU, on any machine.
 
 Split-K: with few output rows (a 2048-wide layer is 64 tiles of 32 rows, on a 132-SM H200) one
 program per tile leaves the GPU half empty, so SPLIT_K programs share a row tile's K range and
