@@ -44,38 +44,66 @@ def bench(fn) -> float:
         return do_bench_cudagraph(fn, rep=50) * 1e3  # us
 
 
-def competitors(torch, k: int, n: int):
-    """name -> (callable of x, weight bytes it reads)."""
+def copies_for(torch, weight_bytes: int, asked: str) -> int:
+    """How many distinct weights a timing cycles through: enough that together they are twice
+    the GPU's L2, so no call finds its weight still cached from the last (one weight repeated
+    reads a 32 MB matrix from L2 and reports more than the memory can deliver)."""
+    if asked != "auto":
+        return max(1, int(asked))
+    l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    return max(1, min(16, -(-2 * l2 // weight_bytes)))
+
+
+def competitors(torch, k: int, n: int, copies: int, wanted: set):
+    """name -> (one callable of x per weight copy, weight bytes each reads)."""
     import torch._inductor.config as inductor
 
     from quantbench.kernels import formats
     from quantbench.kernels.layers import QbLinear
 
-    inductor.coordinate_descent_tuning = True
-    w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
-    linear = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
-    linear.weight.data.copy_(w)
-    out = {"cublas-bf16": (lambda x: torch.nn.functional.linear(x, w), w.numel() * 2)}
-    out["inductor-bf16"] = (torch.compile(lambda x: torch.nn.functional.linear(x, w)),
-                            w.numel() * 2)
-    int8 = formats.quantize(w, "int8")
-    q, s = int8.data, int8.scale.to(torch.bfloat16)
-    out["inductor-int8wo"] = (torch.compile(lambda x: (x @ q.to(torch.bfloat16).T) * s),
-                              int8.nbytes)
-    try:
-        from torchao.quantization import Int4WeightOnlyConfig, quantize_
+    def want(name):
+        return not wanted or name in wanted
 
-        tiny = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False, device="cuda",
-                                                   dtype=torch.bfloat16))
-        tiny[0].weight.data.copy_(w)
-        quantize_(tiny, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d",
-                                             set_inductor_config=False))
-        out["tinygemm-int4"] = (tiny, n * k // 2 + 2 * 2 * n * k // 128)
-    except Exception as exc:  # torchao absent or changed: the row says so
-        out["tinygemm-int4"] = (exc, 0)
+    inductor.coordinate_descent_tuning = True
+    weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+               for _ in range(copies)]
+    out = {}
+    if want("cublas-bf16"):
+        out["cublas-bf16"] = ([lambda x, w=w: torch.nn.functional.linear(x, w) for w in weights],
+                              n * k * 2)
+    if want("inductor-bf16"):  # one compile: the weight is an input, the same shape each time
+        linear = torch.compile(lambda x, w: torch.nn.functional.linear(x, w))
+        out["inductor-bf16"] = ([lambda x, w=w: linear(x, w) for w in weights], n * k * 2)
+    if want("inductor-int8wo"):
+        dequant_mm = torch.compile(lambda x, q, s: (x @ q.to(torch.bfloat16).T) * s)
+        packed = [formats.quantize(w, "int8") for w in weights]
+        out["inductor-int8wo"] = (
+            [lambda x, p=p: dequant_mm(x, p.data, p.scale.to(torch.bfloat16)) for p in packed],
+            packed[0].nbytes)
+    if want("tinygemm-int4"):
+        try:
+            from torchao.quantization import Int4WeightOnlyConfig, quantize_
+
+            mods = []
+            for w in weights:
+                mod = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False, device="cuda",
+                                                          dtype=torch.bfloat16))
+                mod[0].weight.data.copy_(w)
+                quantize_(mod, Int4WeightOnlyConfig(group_size=128,
+                                                    int4_packing_format="tile_packed_to_4d",
+                                                    set_inductor_config=False))
+                mods.append(mod)
+            out["tinygemm-int4"] = (mods, n * k // 2 + 2 * 2 * n * k // 128)
+        except Exception as exc:  # torchao absent or changed: the row says so
+            out["tinygemm-int4"] = (exc, 0)
     for fmt in ("bf16", "int8", "fp8", "int4"):
-        layer = QbLinear.from_linear(linear, fmt, 128)
-        out[f"qb-{fmt}"] = (layer, layer.packed().nbytes)
+        if want(f"qb-{fmt}"):
+            layers = []
+            for w in weights:
+                linear = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
+                linear.weight.data.copy_(w)
+                layers.append(QbLinear.from_linear(linear, fmt, 128))
+            out[f"qb-{fmt}"] = (layers, layers[0].packed().nbytes)
     return out
 
 
@@ -88,6 +116,9 @@ def main() -> None:
     parser.add_argument("--models", default="1b,8b")
     parser.add_argument("--kernels", default="",
                         help="comma list of competitor names to run (default: all)")
+    parser.add_argument("--copies", default="auto",
+                        help="distinct weights a timing cycles through (auto: twice the L2 in "
+                             "all; 1: one weight repeated, as the 2026-11-29 runs did)")
     args = parser.parse_args()
     wanted = set(filter(None, args.kernels.split(",")))
     torch.manual_seed(0)
@@ -95,32 +126,34 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         for name, (k, n) in SHAPES[model].items():
+            copies = copies_for(torch, n * k * 2, args.copies)
             for m in map(int, args.rows.split(",")):
                 x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-                for who, (fn, nbytes) in competitors(torch, k, n).items():
-                    if wanted and who not in wanted:
-                        continue
-                    row = {"model": model, "matmul": name, "k": k, "n": n, "rows": m, "kernel": who}
-                    if isinstance(fn, Exception):
-                        row["error"] = str(fn)[:200]
+                for who, (fns, nbytes) in competitors(torch, k, n, copies, wanted).items():
+                    row = {"model": model, "matmul": name, "k": k, "n": n, "rows": m,
+                           "kernel": who, "copies": copies}
+                    if isinstance(fns, Exception):
+                        row["error"] = str(fns)[:200]
                     else:
                         try:
                             with torch.no_grad():
-                                fn(x)  # compile / tune outside the timing
+                                for fn in fns:
+                                    fn(x)  # compile / tune outside the timing
                                 start = time.perf_counter()
-                                row["us"] = bench(lambda: fn(x))
+                                row["us"] = bench(lambda: [fn(x) for fn in fns]) / copies
                             row.update(weight_bytes=nbytes,
                                        GBps=nbytes / (row["us"] * 1e-6) / 1e9,
                                        pct_copy_bw=100 * nbytes / (row["us"] * 1e-6) / copy,
                                        bench_s=time.perf_counter() - start)
-                            if getattr(fn, "launches", None):  # a qb layer: the config it ran
-                                row["launch"] = next(iter(fn.launches.values()))
+                            if getattr(fns[0], "launches", None):  # a qb layer: its config
+                                row["launch"] = next(iter(fns[0].launches.values()))
                         except Exception as exc:
                             row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
     result = {"gpu": torch.cuda.get_device_name(), "copy_bandwidth_Bps": copy,
-              "torch": torch.__version__, "rows": rows}
+              "l2_bytes": props.L2_cache_size, "torch": torch.__version__, "rows": rows}
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)
 
