@@ -241,3 +241,20 @@ def test_a_ray_worker_lost_mid_cell_is_retried_once_then_recorded_failed(workdir
     lost = records["test-lost-always"]
     assert lost["status"] == "failed" and "lost twice" in lost["error"]
     assert records["bf16"]["status"] == "ok"  # the comparison went on
+
+
+def test_ray_passes_over_pinned_comparisons_already_measured_and_refuses_the_rest():
+    """A sweep with pinned groups measured by --executor local may be resumed on Ray (the
+    seed table was, on the H200s): only a pinned comparison with cells still to measure is
+    refused, since Ray hands each task whichever GPU is free."""
+    from types import SimpleNamespace
+
+    from quantbench.errors import UsageError
+    from quantbench.executors.ray_cluster import PINNED, _refuse_pinned
+
+    pinned = SimpleNamespace(lanes=[PINNED], device="cuda:1")
+    pooled = SimpleNamespace(lanes=["ray"], device="cuda")
+    spans = [(pinned, 0, 3), (pooled, 3, 6)]
+    _refuse_pinned(spans, done={0, 1, 2})  # the pinned one finished: the pool's cells go on
+    with pytest.raises(UsageError, match="--device cuda:1 with --executor ray"):
+        _refuse_pinned(spans, done={0, 1})

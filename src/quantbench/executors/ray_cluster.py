@@ -57,17 +57,30 @@ def resolve(spec: str, address: str | None):
     gpus = ray.cluster_resources().get("GPU", 0)
     if spec == "cpu" or (spec == "auto" and not gpus):
         return "cpu", None, ["ray"]
-    if spec.startswith("cuda:"):
-        raise UsageError(f"--device {spec} with --executor ray: Ray gives each task a free GPU; "
-                         "pass cuda (or run pinned devices with --executor local)")
-    if spec not in ("cuda", "auto"):
+    if spec not in ("cuda", "auto") and not spec.startswith("cuda:"):
         raise UsageError(f"--device '{spec}' not understood: use auto, cpu or cuda")
     if not gpus:
         raise UsageError("--device cuda: the Ray cluster has no GPU (ray status lists its "
                          "resources)")
     probe = ray.remote(_probe_gpu)
     name, capability = ray.get(probe.options(num_gpus=1, num_cpus=0).remote())
+    if spec.startswith("cuda:"):
+        # Accepted so that a sweep measured with --executor local resumes here; measure()
+        # refuses it if any of its cells is still to be measured.
+        return spec, tuple(capability), [PINNED]
     return "cuda", tuple(capability), ["ray"]
+
+
+PINNED = "ray:pinned"
+
+
+def _refuse_pinned(spans, done: set[int]) -> None:
+    """Ray gives each task whichever GPU is free, so a cell that names one cannot run here."""
+    for comparison, first, end in spans:
+        if comparison.lanes == [PINNED] and any(p not in done for p in range(first, end)):
+            raise UsageError(f"--device {comparison.device} with --executor ray: Ray gives each "
+                             "task a free GPU; pass cuda (or run pinned devices with --executor "
+                             "local)")
 
 
 def _probe_gpu():
@@ -114,6 +127,8 @@ def _measure_task(cells: list, timeout_s, memory_limit, command: str, gpu: bool)
             result, wall = executor.run_cell(data, timeout_s, None, memory_limit,
                                              place_on=device if gpu else None)
             result.setdefault("info", {})["ray"] = where
+            if gpu and where["gpu_ids"]:  # the node's own numbering, not the task's cuda:0
+                result["info"]["placed_on"] = f"cuda:{where['gpu_ids'][0]}"
             yield position, data, result, wall, started, env
     finally:
         lock.release()
@@ -121,6 +136,7 @@ def _measure_task(cells: list, timeout_s, memory_limit, command: str, gpu: bool)
 
 def measure(bench, store, run_id: str, env_id: str, spans, done: set[int],
             memory_limit: int | None, lanes: list[str]) -> None:
+    _refuse_pinned(spans, done)
     connect(bench.config.execution.address)
     task = _remote()
     lock = threading.Lock()
@@ -171,7 +187,12 @@ def measure(bench, store, run_id: str, env_id: str, spans, done: set[int],
                         store.add_cell(run_id, position, data, result, cell_env, started, wall)
                     todo = [t for t in todo if t[0] != position]
                     if progress:
-                        progress.cell_finished(labels[position], result, wall)
+                        ray_info = (result.get("info") or {}).get("ray") or {}
+                        where = ray_info.get("host", "")
+                        if gpu and ray_info.get("gpu_ids"):
+                            where += f" GPU {','.join(ray_info['gpu_ids'])}"
+                        progress.cell_finished(labels[position], result, wall,
+                                               comparison=comparison, where=where or None)
             except Exception as exc:  # the worker or its node was lost mid-cell
                 if not todo:
                     return
@@ -187,7 +208,8 @@ def measure(bench, store, run_id: str, env_id: str, spans, done: set[int],
                         store.add_cell(run_id, position, data, failure, env_id, now(), 0.0)
                     todo = todo[1:]
                     if progress:
-                        progress.cell_finished(labels[position], failure, 0.0)
+                        progress.cell_finished(labels[position], failure, 0.0,
+                                               comparison=comparison)
 
     threads = [threading.Thread(target=_guard, args=(run_comparison, span, errors, cancel),
                                 daemon=True) for span in spans]

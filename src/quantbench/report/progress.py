@@ -39,7 +39,10 @@ class RunProgress:
             what = f"[bold]{first['name']}[/bold]{label}"
         else:
             what = f"{len(models)} models"
-        where = lanes[0] if len(lanes) == 1 else f"{len(lanes)} devices ({', '.join(lanes)})"
+        if any(lane.startswith("ray") for lane in lanes):
+            where = "a Ray cluster"
+        else:
+            where = lanes[0] if len(lanes) == 1 else f"{len(lanes)} devices ({', '.join(lanes)})"
         self.console.print(f"Benchmarking {what} on {where}: {len(comparisons)} comparison(s), "
                            f"{n_cells} cell(s), each in its own process")
         self.bar.start()
@@ -68,10 +71,16 @@ class RunProgress:
             self.bar.update(task, description=f"{name}: {what}",
                             total=event["n"], completed=event["i"] - 1)
 
-    def cell_finished(self, scheme: str, result: dict, wall: float, task=None) -> None:
+    def cell_finished(self, scheme: str, result: dict, wall: float, task=None, comparison=None,
+                      where: str | None = None) -> None:
+        """A finished cell's line; without a task (a cell measured elsewhere, as on a Ray
+        node) the comparison and where it ran name it."""
         from rich.markup import escape
 
-        name = self._names.pop(task, scheme)
+        if task is None and comparison is not None:
+            name = self._name(scheme, comparison) + (f" on {where}" if where else "")
+        else:
+            name = self._names.pop(task, scheme)
         if task is not None:
             self.bar.remove_task(task)
         if result["status"] == "ok":
