@@ -55,8 +55,14 @@ def _batch(r: dict) -> int:
 
 
 def _gpu(r: dict) -> str:
-    """Where the cell ran: the GPU a pool placed it on, else the device it named."""
-    return (r.get("info") or {}).get("placed_on") or r.get("device") or r.get("gpu")
+    """Where the cell ran: the GPU a pool placed it on, else the device it named. A Ray task
+    sees its GPU as cuda:0; the node's own number is in the cell's Ray record (cells measured
+    before the executor recorded it there)."""
+    info = r.get("info") or {}
+    ray_gpus = (info.get("ray") or {}).get("gpu_ids")
+    if ray_gpus and str(r.get("device", "")).startswith("cuda"):
+        return f"cuda:{ray_gpus[0]}"
+    return info.get("placed_on") or r.get("device") or r.get("gpu")
 
 
 def _records(dbs: list[Path], wanted: list[str]) -> tuple[list[dict], list[tuple[Path, str]], list]:
@@ -65,7 +71,7 @@ def _records(dbs: list[Path], wanted: list[str]) -> tuple[list[dict], list[tuple
     from quantbench.analysis import build_records
     from quantbench.store import Store
 
-    records, runs, interrupts = [], [], []
+    records, runs, interrupts, superseded, plans = [], [], [], [], []
     for db in dbs:
         # Read a copy: opening a store brings an older schema up to date, and a rendered
         # table must not change the database it was rendered from.
@@ -82,9 +88,52 @@ def _records(dbs: list[Path], wanted: list[str]) -> tuple[list[dict], list[tuple
             for r in build_records(store, run_id):
                 r["card"] = _card(r)
                 records.append(r)
+            superseded += _superseded(store, run_id)
+            plans.append(_plan_status(store, run_id, [r for r in records if r["run_id"] == run_id]))
         store.close()
         shutil.rmtree(scratch.parent)
-    return records, runs, interrupts
+    return records, runs, interrupts, superseded, plans
+
+
+def _plan_status(store, run_id: str, records: list[dict]) -> dict:
+    """How much of the run's plan is measured, and the comparisons not begun."""
+    config = store.run(run_id)["config"]
+    ended = store.db.execute("SELECT 1 FROM run_ends WHERE run_id=?", (run_id,)).fetchone()
+    begun = {r.get("comparison") for r in records}
+    return {"run_id": run_id, "planned": len(config.get("cells") or []), "measured": len(records),
+            "finished": bool(ended),
+            "not_begun": [c["label"] for c in config.get("comparisons") or []
+                          if c["key"] not in begun]}
+
+
+def _superseded(store, run_id: str) -> list[dict]:
+    """Cells of the run that its records no longer show: those of a comparison interrupted
+    half-way, which a resume measures again whole. Each is still a measurement of its cell in
+    its own process, which is what the agreement check needs: how far one cell moves between
+    processes on the same GPU."""
+    rows = store.db.execute(
+        "SELECT cell_row, model, scheme, runtime, device, config, info, env_id, started_at, "
+        "wall_s FROM cells "
+        "WHERE status='ok' AND cell_row IN (SELECT a.cell_row FROM run_cells a JOIN run_cells b "
+        "ON a.run_id=b.run_id AND a.position=b.position AND b.cell_row > a.cell_row "
+        "WHERE a.run_id=?)", (run_id,)).fetchall()
+    found = []
+    for row, model, scheme, runtime, device, config, info, env_id, started, wall in rows:
+        values = [v for (v,) in store.db.execute(
+            "SELECT value FROM samples WHERE cell_row=? AND metric='decode_tok_s'", (row,))]
+        env = json.loads(store.db.execute("SELECT data FROM environments WHERE env_id=?",
+                                          (env_id,)).fetchone()[0])
+        if not values:
+            continue
+        config = json.loads(config)
+        found.append({"model": model, "scheme": scheme, "runtime": runtime, "device": device,
+                      "workload": config.get("workload"), "env": env,
+                      "role": (config.get("extra") or {}).get("role", "measure"),
+                      "info": json.loads(info or "{}"), "status": "ok",
+                      "metrics": {"decode_tok_s": {"median": statistics.median(values)}},
+                      "started_at": started, "wall_s": wall, "superseded": True})
+        found[-1]["card"] = _card(found[-1])
+    return found
 
 
 def _side_by_side(records: list[dict]) -> list[dict]:
@@ -314,34 +363,57 @@ def _same_cell(r: dict) -> tuple:
 
 
 def gpu_agreement(records: list[dict], margin: float = 0.02) -> list[str]:
-    """The same cell (model, scheme, runtime, workload) measured on two GPUs of one card kind:
-    the ratio of their medians, and whether it lies within the equivalence margin. Where the
-    placement of a cell moved its figure, no comparison across GPUs could be trusted."""
-    by_cell: dict[tuple, dict[str, dict]] = {}
+    """The same cell (model, scheme, runtime, workload) measured on two GPUs of one card kind.
+    Each measurement is its own process (a baseline's repeat is the same cell again), so a cell
+    measured twice on one GPU shows how far it moves between processes there: a gap between
+    GPUs within the margin agrees; one within that same-GPU spread shows no effect of the GPU
+    (nor rules one out below the spread); one beyond both is a disagreement."""
+    by_cell: dict[tuple, dict[str, list[float]]] = {}
     for r in records:
-        if r["status"] == "ok" and r.get("role", "measure") == "measure" and r.get("workload"):
-            by_cell.setdefault(_same_cell(r), {})[_gpu(r)] = r  # the newest on each GPU
+        if r["status"] == "ok" and r.get("workload") and "decode_tok_s" in r.get("metrics", {}):
+            by_cell.setdefault(_same_cell(r), {}).setdefault(_gpu(r), []).append(
+                r["metrics"]["decode_tok_s"]["median"])
     pairs = [(cell, gpus) for cell, gpus in by_cell.items() if len(gpus) > 1]
     if not pairs:
         return []
     lines = ["## The same cells on each GPU", "",
-             f"Cells measured on more than one GPU (the sweep's pinned groups, or the pool placing "
-             f"the same cell twice), each GPU's median decode tok/s with its interval; they agree "
-             f"when the ratio lies within the {margin:.0%} equivalence margin.", "",
-             "| size | scheme | runtime | batch | GPU | tok/s median [CI] | GPU | tok/s median [CI] "
-             "| ratio | agree |", "|---|---|---|--:|---|--:|---|--:|--:|---|"]
-    worst = 0.0
+             "Cells measured on more than one GPU (the sweep's pinned groups, or the pool placing "
+             "the same cell on each), with every process's median decode tok/s on each GPU (the "
+             "baseline's repeat and a comparison measured again after an interruption are the "
+             f"same cell in another process). Gap: between the GPUs' medians; spread: the largest "
+             f"max/min - 1 of one cell's processes on one GPU. They agree within the {margin:.0%} "
+             "margin; a gap inside the spread shows no effect of the GPU beyond how far the "
+             "figure moves between processes.", "",
+             "| size | scheme | runtime | batch | GPU | processes, tok/s | GPU | processes, tok/s "
+             "| gap | spread on one GPU | verdict |", "|---|---|---|--:|---|--:|---|--:|--:|--:|---|"]
+    worst, worst_spread, verdicts = 0.0, 0.0, []
     for cell, gpus in pairs:
-        (a, ra), (b, rb) = sorted(gpus.items())[:2]
-        da, db = ra["metrics"]["decode_tok_s"], rb["metrics"]["decode_tok_s"]
-        ratio = db["median"] / da["median"]
-        worst = max(worst, abs(ratio - 1))
-        ci = [f"{d['median']:,.1f} [{d['median_ci'][0]:,.1f}, {d['median_ci'][1]:,.1f}]" for d in (da, db)]
-        agree = "yes" if abs(ratio - 1) <= margin else f"no ({ratio - 1:+.1%})"
-        lines.append(f"| {_short(cell[1])} | {cell[2]} | {cell[3]} | {cell[4]} | {a} | {ci[0]} | "
-                     f"{b} | {ci[1]} | {ratio:.3f} | {agree} |")
-    verdict = "agree" if worst <= margin else "do not agree"
-    lines += ["", f"{len(pairs)} cell(s) on two GPUs: they {verdict} (largest gap {worst:.2%}).", ""]
+        (a, va), (b, vb) = sorted(gpus.items())[:2]
+        gap = statistics.median(vb) / statistics.median(va) - 1
+        spreads = [max(v) / min(v) - 1 for v in gpus.values() if len(v) > 1]
+        spread = max(spreads) if spreads else None
+        worst = max(worst, abs(gap))
+        worst_spread = max(worst_spread, spread or 0.0)
+        if abs(gap) <= margin:
+            verdict = "agree"
+        elif spread is not None and abs(gap) <= spread:
+            verdict = "within the spread: no GPU effect shown"
+        else:
+            verdict = f"no ({gap:+.1%})"
+        verdicts.append(verdict)
+        shown = [", ".join(f"{x:,.1f}" for x in v) for v in (va, vb)]
+        lines.append(f"| {_short(cell[1])} | {cell[2]} | {cell[3]} | {cell[4]} | {a} | {shown[0]} | "
+                     f"{b} | {shown[1]} | {gap:+.1%} | {_fmt(spread and 100 * spread, 1, '%')} "
+                     f"| {verdict} |")
+    if all(v == "agree" for v in verdicts):
+        summary = f"they agree (largest gap {worst:.2%})"
+    elif not any(v.startswith("no") for v in verdicts):
+        summary = (f"they do not agree within {margin:.0%} (largest gap {worst:.2%}), but no gap "
+                   f"exceeds how far the same cell moves between processes on one GPU (up to "
+                   f"{worst_spread:.1%}): the figures vary between processes, not between GPUs")
+    else:
+        summary = f"they do not agree (largest gap {worst:.2%}, beyond the same-GPU spread)"
+    lines += ["", f"{len(pairs)} cell(s) on two GPUs: {summary}.", ""]
     return lines
 
 
@@ -361,7 +433,7 @@ def _union(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def gpu_use(records: list[dict], interrupts: list) -> list[str]:
+def gpu_use(records: list[dict], interrupts: list, finished: bool = True) -> list[str]:
     """How busy each GPU was: cells, seconds with a cell on it, its share of the time any cell
     ran, and NVML's utilization during the timed runs; the measuring wall time of the sweep."""
     timed = [r for r in records if r.get("started_at") and r.get("wall_s") is not None]
@@ -385,20 +457,41 @@ def gpu_use(records: list[dict], interrupts: list) -> list[str]:
         seconds = sum(b - a for a, b in spans[gpu])
         lines.append(f"| {gpu} | {len(own)} | {seconds:,.0f} | {seconds / wall:.0%} | "
                      f"{_fmt(statistics.median(util) if util else None, 0)} |")
-    calls = len(interrupts) + 1
+    if finished:
+        calls = (f"over {len(interrupts) + 1} invocation(s) of the sweep ({len(interrupts)} "
+                 "interrupted and resumed)")
+    else:
+        calls = (f"over {len(interrupts)} invocation(s) of the sweep, each interrupted (the run "
+                 "is not finished)")
     lines += ["", f"Measuring wall time: {wall:,.0f} s with at least one cell running "
               f"({busy:,.0f} s of cell time in all: {busy / wall:.2f} cells at once on average), "
-              f"over {calls} invocation(s) of the sweep ({len(interrupts)} interrupted and resumed); "
-              "time between invocations is not counted.", ""]
+              f"{calls}; time between invocations is not counted. Cells of a comparison "
+              "interrupted half-way, and measured again whole on resume, are counted: they "
+              "held the GPU.", ""]
     return lines
 
 
-def render(records: list[dict], runs, interrupts, out: Path) -> Path:
+def plan_status(plans: list[dict]) -> list[str]:
+    lines = []
+    for plan in plans:
+        if plan["finished"] and plan["measured"] >= plan["planned"]:
+            continue
+        lines.append(f"**Not finished:** run {plan['run_id']} holds {plan['measured']} of the "
+                     f"{plan['planned']} cells it planned (the same sweep command resumes it).")
+        if plan["not_begun"]:
+            lines.append("Comparisons not begun: " + "; ".join(plan["not_begun"]) + ".")
+        lines.append("")
+    return lines
+
+
+def render(records: list[dict], runs, interrupts, out: Path, superseded=(), plans=()) -> Path:
     lines = ["# Seed table: sizes x schemes x runtimes", ""]
+    lines += plan_status(list(plans))
     lines += side_by_side(_side_by_side(records))
     lines += batch_scaling(records)
-    lines += gpu_agreement(records)
-    lines += gpu_use(records, interrupts)
+    lines += gpu_agreement(records + list(superseded))
+    finished = all(p["finished"] for p in plans)
+    lines += gpu_use(records + list(superseded), interrupts, finished)
     lines += ["## Where it came from", ""]
     lines += [f"- {db}: run {run}" for db, run in runs]
     lines += [f"- {src}: {', '.join(sorted(f'{_short(m)} {s} {rt}' for m, s, rt in cells))} "
@@ -431,7 +524,7 @@ def main(argv=None) -> int:
     if missing:
         sys.exit(f"error: no database at {', '.join(map(str, missing))}: run the sweep first "
                  "(quantbench sweep benchmarks/seed_table.yaml --db ...)")
-    records, runs, interrupts = _records(dbs, args.run)
+    records, runs, interrupts, superseded, plans = _records(dbs, args.run)
     unknown = sorted(set(args.run) - {run for _, run in runs})
     if unknown:
         sys.exit(f"error: no run {', '.join(unknown)} in {', '.join(map(str, dbs))}: "
@@ -440,7 +533,7 @@ def main(argv=None) -> int:
     if not records:
         sys.exit(f"error: no '{PURPOSE}' runs in {', '.join(map(str, dbs))}: name one with --run")
     out.mkdir(parents=True, exist_ok=True)
-    path = render(records, runs, interrupts, out)
+    path = render(records, runs, interrupts, out, superseded, plans)
     print(path.read_text())
     print(f"wrote {path}")
     return 0

@@ -101,12 +101,50 @@ def test_seed_table_renders_a_sweep_side_by_side_with_batch_and_gpu_use(tmp_path
     for r in measured:
         r["info"]["placed_on"] = "cuda:0"
     lines = module.gpu_agreement(measured + twins)
-    assert sum(line.endswith("| 1.010 | yes |") for line in lines) == len(twins)
+    assert sum(line.endswith("| +1.0% | - | agree |") for line in lines) == len(twins)
     assert f"{len(twins)} cell(s) on two GPUs: they agree (largest gap 1.00%)." in lines
     twins[0]["metrics"]["decode_tok_s"]["median"] *= 1.05
-    assert any("do not agree" in line for line in module.gpu_agreement(measured + twins))
+    lines = module.gpu_agreement(measured + twins)
+    assert any(" | - | no (+6." in line for line in lines)  # 1.01 x 1.05: a 6.05% gap
+    assert any("they do not agree (largest gap 6.0" in line and "beyond the same-GPU spread"
+               in line for line in lines)
+    # The same cell in a second process on cuda:0, 20% apart from its first: the gap between
+    # the GPUs (-3.6% now) lies inside how far that cell moves on one GPU, and is called so.
+    again = json.loads(json.dumps(next(r for r in measured if _same(r, twins[0]))))
+    again["metrics"]["decode_tok_s"]["median"] *= 1.20
+    lines = module.gpu_agreement(measured + twins + [again])
+    assert any(line.endswith("| -3.6% | 20.0% | within the spread: no GPU effect shown |") for line in lines)
+    assert any("no gap exceeds how far the same cell moves between processes" in line
+               for line in lines)
     use = "\n".join(module.gpu_use(measured + twins, []))
     assert "| cuda:0 |" in use and "| cuda:1 |" in use
+    # A Ray task sees its GPU as cuda:0; the node's numbering in the cell's Ray record wins.
+    on_ray = json.loads(json.dumps(twins[0])) | {"device": "cuda"}
+    on_ray["info"] |= {"placed_on": "cuda:0", "ray": {"gpu_ids": ["1"]}}
+    assert module._gpu(on_ray) == "cuda:1"
+
+    # A comparison measured again whole after an interruption leaves its first cells in the
+    # database under the same positions: the renderer counts them as processes of their cell
+    # (and as GPU time) without showing them in the tables.
+    first = store.db.execute("SELECT cell_row, run_id, config, info, env_id FROM cells "
+                             "ORDER BY cell_row LIMIT 1").fetchone()
+    position = store.db.execute("SELECT position FROM run_cells WHERE cell_row=?",
+                                (first[0],)).fetchone()[0]
+    samples = {}
+    for metric, value in store.db.execute("SELECT metric, value FROM samples WHERE cell_row=? "
+                                          "ORDER BY idx", (first[0],)):
+        samples.setdefault(metric, []).append(value * 2)
+    store.add_cell(first[1], position, json.loads(first[2]),
+                   {"status": "ok", "info": json.loads(first[3]), "metrics": samples}, first[4],
+                   "2026-01-01T00:00:00+00:00", 1.0)
+    store.close()
+    records, _, _, superseded, plans = module._records([tmp_path / "seed.db"], [])
+    assert len(superseded) == 1 and superseded[0]["scheme"] == json.loads(first[2])["scheme"]
+    assert len(records) == len(measured) and plans[0]["finished"]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return (a["scheme"], a["runtime"], a["workload"]) == (b["scheme"], b["runtime"], b["workload"])
 
 
 def test_seed_table_bad_input_is_one_line(tmp_path):
