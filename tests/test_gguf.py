@@ -63,6 +63,33 @@ def test_exported_f32_gguf_gives_the_torch_logits(tmp_path, arch, extra):
     assert np.abs(expected[1:] - got[:-1]).max() > 0.1 * scale
 
 
+def test_gguf_file_facts_are_read_once_per_file_and_give_the_models_cache_shape(tmp_path,
+                                                                               monkeypatch):
+    """A cell's GGUF facts (tensor bytes, and the KV cache's shape from the file's metadata)
+    are parsed once per file and taken from the cache after; a rewritten file is read again."""
+    import os
+
+    from transformers import LlamaConfig
+
+    from quantbench import gguf_export
+    from quantbench.runtimes import llamacpp
+
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))
+    model = _tiny_model(LlamaConfig, tie_word_embeddings=False)
+    path = tmp_path / "F32.gguf"
+    gguf_export.export_f32(model, path)
+    reads = []
+    real = llamacpp._read_file_facts
+    monkeypatch.setattr(llamacpp, "_read_file_facts", lambda p: reads.append(p) or real(p))
+    first = llamacpp.file_facts(path)
+    assert llamacpp.file_facts(path) == first and len(reads) == 1
+    # 2 layers, 2 KV heads of 64 / 4 = 16: what the model's own config says.
+    assert first["kv_shape"] == {"layers": 2, "kv_heads": 2, "head_dim": 16}
+    assert first["weights_bytes"] == sum(4 * p.numel() for p in model.parameters())
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert llamacpp.file_facts(path) == first and len(reads) == 2
+
+
 def test_gguf_schemes_on_a_random_model_against_llama_cpp_f32(workdir, tmp_path):
     env_cache = {"QUANTBENCH_CACHE": str(tmp_path / "cache")}
     from conftest import cli_env

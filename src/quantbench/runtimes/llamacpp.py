@@ -95,7 +95,29 @@ def quantize(source: Path, ggml_type: str, threads: int, progress) -> tuple[Path
 
 
 def file_facts(path: Path) -> dict:
-    """Exact tensor bytes, parameter count and type mix of a GGUF file."""
+    """Exact tensor bytes, parameter count and type mix of a GGUF file, cached per file (path,
+    size, modification time): gguf's reader parses every metadata field in Python, and a
+    vocabulary's ~150k parts cost a cell ~4.5 s on a 2-core machine, each time."""
+    from quantbench.config import stable_hash
+    from quantbench.models import cache_dir
+
+    stat = path.stat()
+    key = stable_hash({"path": str(path.resolve()), "size": stat.st_size,
+                       "mtime_ns": stat.st_mtime_ns, "version": 2})[:16]
+    cached = cache_dir() / "gguf-facts" / f"{key}.json"
+    try:
+        return json.loads(cached.read_text())
+    except (OSError, ValueError):
+        pass
+    facts = _read_file_facts(path)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(facts))
+    os.replace(tmp, cached)
+    return facts
+
+
+def _read_file_facts(path: Path) -> dict:
     import gguf
 
     reader = gguf.GGUFReader(path)
@@ -120,7 +142,32 @@ def file_facts(path: Path) -> dict:
     elif "lm_head" in tables:
         tables["lm_head"]["tied"] = False
     return {"weights_bytes": weights, "parameters": params, "tensor_types": types,
-            "file_bytes": path.stat().st_size, "unread_weight_bytes": unread, "tables": tables}
+            "file_bytes": path.stat().st_size, "unread_weight_bytes": unread, "tables": tables,
+            "kv_shape": _kv_shape(reader)}
+
+
+def _kv_shape(reader) -> dict | None:
+    """Layers, KV heads and head size from the file's own metadata: the cache llama.cpp
+    allocates (and no transformers import in the cell just to read a config: ~3 s)."""
+    def field(key):
+        f = reader.fields.get(key)
+        return f.parts[f.data[0]] if f is not None and f.data else None
+
+    arch = field("general.architecture")
+    if arch is None:
+        return None
+    arch = bytes(arch).decode()
+
+    def number(key):
+        part = field(f"{arch}.{key}")
+        return int(part[0]) if part is not None and len(part) else None
+
+    layers, heads, width = (number("block_count"), number("attention.head_count"),
+                            number("embedding_length"))
+    if not (layers and heads and width):
+        return None
+    return {"layers": layers, "kv_heads": number("attention.head_count_kv") or heads,
+            "head_dim": number("attention.key_length") or width // heads}
 
 
 def extra_buffers_off_reason(gpu: bool) -> str | None:
@@ -319,6 +366,11 @@ class LlamaCppRuntime(Runtime):
                                    "quality": "scored in one pass per window: llama.cpp stores "
                                               "each batch's keys and values in the cache before "
                                               "attending to them"})})
+        shape = facts.get("kv_shape")
+        if shape:
+            info["kv_cache"]["bytes_per_position"] = (
+                2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"]
+                * self.kv_element_bytes(scheme, "cuda" if gpu else "cpu"))
         return Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,
                       for_quality)
 
