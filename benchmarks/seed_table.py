@@ -97,42 +97,31 @@ def _records(dbs: list[Path], wanted: list[str]) -> tuple[list[dict], list[tuple
 
 def _plan_status(store, run_id: str, records: list[dict]) -> dict:
     """How much of the run's plan is measured, and the comparisons not begun."""
-    config = store.run(run_id)["config"]
-    ended = store.db.execute("SELECT 1 FROM run_ends WHERE run_id=?", (run_id,)).fetchone()
+    state = store.run_state(run_id)
     begun = {r.get("comparison") for r in records}
-    return {"run_id": run_id, "planned": len(config.get("cells") or []), "measured": len(records),
-            "finished": bool(ended),
-            "not_begun": [c["label"] for c in config.get("comparisons") or []
+    return {"run_id": run_id, "planned": state["cells_planned"] or 0, "measured": len(records),
+            "finished": state["state"] == "finished",
+            "not_begun": [c["label"] for c in store.run(run_id)["config"].get("comparisons") or []
                           if c["key"] not in begun]}
 
 
 def _superseded(store, run_id: str) -> list[dict]:
-    """Cells of the run that its records no longer show: those of a comparison interrupted
-    half-way, which a resume measures again whole. Each is still a measurement of its cell in
-    its own process, which is what the agreement check needs: how far one cell moves between
-    processes on the same GPU."""
-    rows = store.db.execute(
-        "SELECT cell_row, model, scheme, runtime, device, config, info, env_id, started_at, "
-        "wall_s FROM cells "
-        "WHERE status='ok' AND cell_row IN (SELECT a.cell_row FROM run_cells a JOIN run_cells b "
-        "ON a.run_id=b.run_id AND a.position=b.position AND b.cell_row > a.cell_row "
-        "WHERE a.run_id=?)", (run_id,)).fetchall()
+    """The run's cells that its records no longer show (a comparison interrupted half-way is
+    measured again whole on resume), as records enough for the agreement check and GPU time."""
     found = []
-    for row, model, scheme, runtime, device, config, info, env_id, started, wall in rows:
-        values = [v for (v,) in store.db.execute(
-            "SELECT value FROM samples WHERE cell_row=? AND metric='decode_tok_s'", (row,))]
-        env = json.loads(store.db.execute("SELECT data FROM environments WHERE env_id=?",
-                                          (env_id,)).fetchone()[0])
-        if not values:
+    for cell in store.superseded_cells(run_id):
+        values = cell["samples"].get("decode_tok_s")
+        if cell["status"] != "ok" or not values:
             continue
-        config = json.loads(config)
-        found.append({"model": model, "scheme": scheme, "runtime": runtime, "device": device,
-                      "workload": config.get("workload"), "env": env,
-                      "role": (config.get("extra") or {}).get("role", "measure"),
-                      "info": json.loads(info or "{}"), "status": "ok",
-                      "metrics": {"decode_tok_s": {"median": statistics.median(values)}},
-                      "started_at": started, "wall_s": wall, "superseded": True})
-        found[-1]["card"] = _card(found[-1])
+        record = {"model": cell["model"], "scheme": cell["scheme"], "runtime": cell["runtime"],
+                  "device": cell["device"], "workload": cell["config"].get("workload"),
+                  "env": store.env(cell["env_id"]),
+                  "role": (cell["config"].get("extra") or {}).get("role", "measure"),
+                  "info": cell["info"], "status": "ok",
+                  "metrics": {"decode_tok_s": {"median": statistics.median(values)}},
+                  "started_at": cell["started_at"], "wall_s": cell["wall_s"], "superseded": True}
+        record["card"] = _card(record)
+        found.append(record)
     return found
 
 

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS samples (
 # keeps its first row, which the run no longer shows).
 _LATEST = ("SELECT * FROM run_cells rc WHERE rc.rowid = (SELECT MAX(r2.rowid) FROM run_cells r2 "
            "WHERE r2.run_id = rc.run_id AND r2.position = rc.position)")
+# The rows a run no longer shows: a position measured again (a failed cell, or a comparison
+# interrupted half-way and measured again whole on resume) keeps its earlier rows.
+_SUPERSEDED = ("SELECT * FROM run_cells rc WHERE rc.rowid < (SELECT MAX(r2.rowid) FROM run_cells r2 "
+               "WHERE r2.run_id = rc.run_id AND r2.position = rc.position)")
 _APPEND_ONLY = ("runs", "run_ends", "cells", "run_cells", "samples", "environments",
                 "run_interrupts")
 
@@ -281,11 +285,21 @@ class Store:
         return json.loads(row[0]) if row else {}
 
     def cells(self, run_id: str) -> list[dict]:
+        """A run's cells in position order: the newest row of each position."""
+        return self._cells(_LATEST, run_id)
+
+    def superseded_cells(self, run_id: str) -> list[dict]:
+        """Earlier rows of positions measured again: each still a measurement of its cell, in
+        its own process (how far a cell moves between processes, what its GPU time was)."""
+        return self._cells(_SUPERSEDED, run_id)
+
+    def _cells(self, rows_of_run: str, run_id: str) -> list[dict]:
         rows = self.db.execute(
             "SELECT c.cell_row, c.cell_id, c.run_id, c.model, c.scheme, c.runtime, c.device, "
             "c.baseline, c.config, c.status, c.error, c.memory, c.info, c.env_id, c.started_at, "
-            f"c.finished_at, c.wall_s, rc.reused FROM ({_LATEST}) rc JOIN cells c "
-            "USING (cell_row) WHERE rc.run_id=? ORDER BY rc.position", (run_id,)).fetchall()
+            f"c.finished_at, c.wall_s, rc.reused FROM ({rows_of_run}) rc JOIN cells c "
+            "USING (cell_row) WHERE rc.run_id=? ORDER BY rc.position, rc.rowid",
+            (run_id,)).fetchall()
         keys = ("cell_row", "cell_id", "measured_in_run", "model", "scheme", "runtime", "device",
                 "baseline", "config", "status", "error", "memory", "info", "env_id", "started_at",
                 "finished_at", "wall_s", "reused")
