@@ -100,22 +100,26 @@ def _kv_bytes_per_position(cell, scheme, device_type: str, measured: dict | None
     """K and V bytes one sequence position adds to the cache, all layers: what a decode step
     reads per position of context, beside the weights (the roofline's bytes per token). As the
     runtime measured its cache where it could (scales, packing and a full-precision residual
-    included), else from the format."""
+    included), else from the format and the cache's shape: the runtime's own (a GGUF file's
+    metadata), else the model's config."""
     from quantbench import models
 
     if measured and measured.get("bytes_per_position"):
         return measured["bytes_per_position"]
-    try:
-        config = models.config_of(cell.model)
-    except Exception:
-        return None
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    shape = (measured or {}).get("shape")
+    if shape is None:
+        try:
+            config = models.config_of(cell.model)
+        except Exception:
+            return None
+        heads = config.num_attention_heads
+        shape = {"layers": config.num_hidden_layers,
+                 "kv_heads": getattr(config, "num_key_value_heads", None) or heads,
+                 "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads}
     from quantbench import runtimes
 
     element = runtimes.for_scheme(scheme, cell.runtime).kv_element_bytes(scheme, device_type)
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
+    return 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * element
 
 
 def measure_cell(cell) -> dict:

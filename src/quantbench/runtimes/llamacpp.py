@@ -366,11 +366,8 @@ class LlamaCppRuntime(Runtime):
                                    "quality": "scored in one pass per window: llama.cpp stores "
                                               "each batch's keys and values in the cache before "
                                               "attending to them"})})
-        shape = facts.get("kv_shape")
-        if shape:
-            info["kv_cache"]["bytes_per_position"] = (
-                2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"]
-                * self.kv_element_bytes(scheme, "cuda" if gpu else "cpu"))
+        if facts.get("kv_shape"):
+            info["kv_cache"]["shape"] = facts["kv_shape"]
         return Engine(generate, facts["weights_bytes"], facts["parameters"], info, engine.close,
                       for_quality)
 
