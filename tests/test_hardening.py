@@ -303,9 +303,12 @@ def test_an_interrupted_run_is_marked_never_latest_and_the_same_command_resumes_
     assert f"{run_id}.json" not in log and "written when the run ends" in log
     assert not (workdir / "quantbench-results").exists()
 
-    resumed = quantbench("run", *args, cwd=workdir, env=plugins_env(QB_TEST_NO_HANG="1"))
+    # Where the reports go is not part of the plan: they are written when the run ends.
+    resumed = quantbench("run", *args, "--out", "moved", cwd=workdir,
+                         env=plugins_env(QB_TEST_NO_HANG="1"))
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed run {run_id}" in resumed.stdout.replace("\n", " ")
+    assert (workdir / "moved" / f"{run_id}.json").exists()
     db = sqlite3.connect(workdir / "quantbench.db")
     assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
     assert db.execute("SELECT scheme FROM cells ORDER BY cell_row").fetchall() == \

@@ -153,15 +153,15 @@ class LLMBenchmark:
             return self._run()
 
     def _plan_id(self, cells: list[CellConfig]) -> str:
-        """What makes two invocations the same run: the cells, in order, and where results go.
-        Not the environment: a sweep resumed on another machine (a fresh lent GPU, an upgraded
-        library) is the same plan; which of its cells stand is `_kept`'s question."""
+        """What makes two invocations the same run: the cells, in order. Not the environment:
+        a sweep resumed on another machine (a fresh lent GPU, an upgraded library) is the same
+        plan; which of its cells stand is `_kept`'s question. Nor where the reports go: they are
+        written from the database when the run ends, to where the finishing invocation says (a
+        changed --out once started a 46-cell GPU sweep over instead of resuming it)."""
         from quantbench.config import stable_hash
 
         return stable_hash([[stable_hash(dataclasses.replace(c, environment=None).identity()),
-                             c.role] for c in cells] +
-                           [self.out and str(Path(self.out).resolve()),
-                            self.log and str(Path(self.log).resolve())])[:16]
+                             c.role] for c in cells])[:16]
 
     def _run(self) -> RunResult:
         from quantbench import devicelock, environment, identity
