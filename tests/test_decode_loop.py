@@ -37,6 +37,9 @@ def test_compiled_runtime_static_cache_matches_the_eager_loop_on_the_cpu():
     assert info["compile"]["inductor"]["coordinate_descent_tuning"] is True
     assert info["compile"]["inductor"]["coordinate_descent_check_all_directions"] is False
     assert set(info["compile"]["fx_graph_cache"]) == {"hits", "misses"}
+    # torch's static launcher drops tuning picks on an FX-cache hit (see compiled.INDUCTOR)
+    assert info["compile"]["inductor"]["use_static_cuda_launcher"] is False
+    assert info["compile"]["tuning_s"] >= 0
     for _ in range(2):  # the cache is reset between generations
         timing = decoder.generate(ids.tolist(), 9)
         assert timing.tokens == reference

@@ -156,6 +156,28 @@ def test_every_scheme_of_a_comparison_compiles_with_the_same_settings(compiled_r
     assert len(settings) == 1 and '"coordinate_descent_tuning": true' in settings.pop()
 
 
+def test_a_repeat_cell_reuses_its_first_processs_tuning_picks(workdir):
+    """Coordinate-descent tuning picks launch configs by timing them, a draw per process. The
+    baseline's repeat (a second process, the same graph) must load the first one's picks with
+    the graph instead of tuning again: otherwise the repeat measures other kernels."""
+    import sqlite3
+
+    from conftest import cli_env
+
+    env = cli_env(TORCHINDUCTOR_CACHE_DIR=str(workdir / "inductor"))  # the first compile is cold
+    proc = quantbench("run", "--model", "random:gpt2-124m", "--runtime", "compiled", "--schemes",
+                      "bf16", "--prompt-tokens", "32", "--new-tokens", "24", "--warmup", "1",
+                      "--runs", "3", cwd=workdir, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = sqlite3.connect(workdir / "quantbench.db").execute(
+        "SELECT info FROM cells ORDER BY cell_row").fetchall()
+    first, repeat = (json.loads(info)["compiled"]["compile"] for (info,) in rows)
+    assert first["fx_graph_cache"] == {"hits": 0, "misses": 1}
+    assert repeat["fx_graph_cache"] == {"hits": 1, "misses": 0}
+    assert first["tuning_s"] > 1.0, first["phases_s"]  # it did tune: the check below means something
+    assert repeat["tuning_s"] < 0.25 * first["tuning_s"], (first["tuning_s"], repeat["tuning_s"])
+
+
 @pytest.mark.parametrize("scheme", COMPILED_SCHEMES[1:])
 def test_compiled_quantized_schemes_say_whether_a_graph_covered_the_step(compiled_run, scheme):
     r = compiled_run[scheme]

@@ -75,8 +75,18 @@ def _compile_phases() -> dict:
 # it the step calls cuBLAS. The runtimes differ only in this: compiled-plain (no tuning: the
 # shortest compile), compiled (tuning, one direction at a time: gpt-fast's setting) and
 # compiled-tuned (every direction: torchao's recommended setting, the longest compile).
+#
+# Tuning picks launch configs by timing, so two processes compiling the same graph can pick
+# differently (the same 1B bf16 cell read 779.6-882.4 tok/s across four processes on one H200).
+# Inductor stores each pick next to its kernel (`.best_config`) for later processes to reuse,
+# but torch up to at least 2.11 drops the pick when it loads a graph from the FX cache through
+# its static CUDA launcher, and tunes again (13-17 s on a 1B graph, and a new draw). Without
+# the static launcher the pick is reused: measured on an H200 with torch 2.11, tuning on a
+# cache hit fell from 15.8 to 1.6 s and the second process decoded within 0.4% of the first
+# (docs/results/2026-11-29-h200-tuning-reuse.md). The launcher only saves host time per
+# launch, which a CUDA graph's replay does not spend.
 INDUCTOR = {"fx_graph_cache": True, "triton.unique_kernel_names": True,
-            "force_fuse_int_mm_with_mul": True}
+            "force_fuse_int_mm_with_mul": True, "use_static_cuda_launcher": False}
 TUNING = {"plain": {"coordinate_descent_tuning": False,
                     "coordinate_descent_check_all_directions": False},
           "one-direction": {"coordinate_descent_tuning": True,
@@ -221,6 +231,7 @@ class CompiledDecoder:
         start = time.perf_counter()
         self._body()  # a second call must not compile again
         self._sync()
+        phases = _compile_phases()
         self.info["compile"] = {
             "backend": "inductor", "fullgraph": True, "dynamic": False, "seconds": first,
             "second_call_s": time.perf_counter() - start,
@@ -232,7 +243,10 @@ class CompiledDecoder:
             # this machine (the baseline's repeat, a resumed sweep) loads its graph.
             "fx_graph_cache": {"hits": int(counters["inductor"].get("fxgraph_cache_hit", 0)),
                                "misses": int(counters["inductor"].get("fxgraph_cache_miss", 0))},
-            "phases_s": _compile_phases()}
+            "phases_s": phases,
+            # Seconds spent timing launch configs: near zero when an earlier process's picks
+            # were reused, so a repeat cell runs the kernels its first measurement ran.
+            "tuning_s": phases.get("CachingAutotuner.coordinate_descent_tuning", 0.0)}
 
     def _sync(self):
         if self.cuda:
