@@ -55,14 +55,26 @@ def _batch(r: dict) -> int:
 
 
 def _gpu(r: dict) -> str:
-    """Where the cell ran: the GPU a pool placed it on, else the device it named. A Ray task
-    sees its GPU as cuda:0; the node's own number is in the cell's Ray record (cells measured
-    before the executor recorded it there)."""
+    """Where the cell ran: the GPU a pool placed it on, else the device it named, and which card
+    that was where the cell's environment recorded GPU UUIDs (a resumed sweep's cuda:0 can be
+    another machine's). A Ray task sees its GPU as cuda:0; the node's own number is in the
+    cell's Ray record (cells measured before the executor recorded it there)."""
     info = r.get("info") or {}
     ray_gpus = (info.get("ray") or {}).get("gpu_ids")
     if ray_gpus and str(r.get("device", "")).startswith("cuda"):
-        return f"cuda:{ray_gpus[0]}"
-    return info.get("placed_on") or r.get("device") or r.get("gpu")
+        label = f"cuda:{ray_gpus[0]}"
+    else:
+        label = info.get("placed_on") or r.get("device") or r.get("gpu")
+    uuid = _gpu_uuid(r.get("cell_env") or {}, label)
+    return f"{label} ({uuid[:12]})" if uuid else label
+
+
+def _gpu_uuid(env: dict, label) -> str | None:
+    gpus = env.get("gpus") or []
+    if len(gpus) == 1:  # a cell that saw only its own GPU (a Ray task) recorded just that one
+        return gpus[0].get("uuid")
+    index = int(label.split(":")[1]) if label and label.startswith("cuda:") else None
+    return next((g.get("uuid") for g in gpus if g.get("index") == index), None)
 
 
 def _records(dbs: list[Path], wanted: list[str]) -> tuple[list[dict], list[tuple[Path, str]], list]:
@@ -87,6 +99,7 @@ def _records(dbs: list[Path], wanted: list[str]) -> tuple[list[dict], list[tuple
                 "SELECT at FROM run_interrupts WHERE run_id=?", (run_id,))]
             for r in build_records(store, run_id):
                 r["card"] = _card(r)
+                r["cell_env"] = store.env(r["env_id"]) if r.get("env_id") else {}
                 records.append(r)
             superseded += _superseded(store, run_id)
             plans.append(_plan_status(store, run_id, [r for r in records if r["run_id"] == run_id]))
@@ -115,7 +128,7 @@ def _superseded(store, run_id: str) -> list[dict]:
             continue
         record = {"model": cell["model"], "scheme": cell["scheme"], "runtime": cell["runtime"],
                   "device": cell["device"], "workload": cell["config"].get("workload"),
-                  "env": store.env(cell["env_id"]),
+                  "env": store.env(cell["env_id"]), "cell_env": store.env(cell["env_id"]),
                   "role": (cell["config"].get("extra") or {}).get("role", "measure"),
                   "info": cell["info"], "status": "ok",
                   "metrics": {"decode_tok_s": {"median": statistics.median(values)}},

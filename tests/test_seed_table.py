@@ -122,6 +122,17 @@ def test_seed_table_renders_a_sweep_side_by_side_with_batch_and_gpu_use(tmp_path
     on_ray = json.loads(json.dumps(twins[0])) | {"device": "cuda"}
     on_ray["info"] |= {"placed_on": "cuda:0", "ray": {"gpu_ids": ["1"]}}
     assert module._gpu(on_ray) == "cuda:1"
+    # A sweep resumed on another lent machine: its cuda:0 is another card, told apart by the
+    # UUIDs the cells' environments recorded (a Ray task's lists only its own GPU).
+    here = {"gpus": [{"index": 0, "uuid": "GPU-aaaaaaaa-01"}, {"index": 1, "uuid": "GPU-bbbbbbbb-02"}]}
+    there = {"gpus": [{"index": 0, "uuid": "GPU-cccccccc-03"}, {"index": 1, "uuid": "GPU-dddddddd-04"}]}
+    first_machine = json.loads(json.dumps(measured[0])) | {"cell_env": here}
+    second_machine = json.loads(json.dumps(measured[0])) | {"cell_env": there}
+    assert module._gpu(first_machine) == "cuda:0 (GPU-aaaaaaaa)"
+    assert module._gpu(second_machine) == "cuda:0 (GPU-cccccccc)"
+    assert len(module.gpu_agreement([first_machine, second_machine])) > 0  # two GPUs, not one
+    on_ray["cell_env"] = {"gpus": [{"index": 0, "uuid": "GPU-dddddddd-04"}]}
+    assert module._gpu(on_ray) == "cuda:1 (GPU-dddddddd)"
 
     # A comparison measured again whole after an interruption leaves its first cells in the
     # database under the same positions: the renderer counts them as processes of their cell

@@ -75,9 +75,11 @@ def gpus() -> list[dict]:
         pass
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
+        uuid = getattr(props, "uuid", None)  # which card: lent machines share every other field
         found.append({"index": i, "name": props.name, "memory_bytes": props.total_memory,
                       "capability": f"{props.major}.{props.minor}",
-                      "multiprocessors": props.multi_processor_count, "driver": driver})
+                      "multiprocessors": props.multi_processor_count, "driver": driver,
+                      "uuid": f"GPU-{uuid}" if uuid is not None else None})
     return found
 
 
