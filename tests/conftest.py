@@ -7,6 +7,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# pytest-xdist runs two test files at once (pyproject's addopts). Their quantbench runs are one
+# declared contention group: each counts the other's CPU time as its own run's, not as load that
+# makes a cell unfit for reuse (the record keeps how much there was). One torch thread a
+# process, or two workers' cells oversubscribe two cores and spin (a GPTQ cell ran 7 minutes).
+_suite = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+os.environ.setdefault("QUANTBENCH_CONTENTION_GROUP", f"pytest-{_suite}")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 PLUGINS = str(Path(__file__).resolve().parent / "plugins")
 
 

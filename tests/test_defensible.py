@@ -115,6 +115,10 @@ def export_md(workdir):
     return proc.stdout
 
 
+# A thread count no run of the suite uses by default (1 under pytest-xdist, else the cores).
+OTHER_THREADS = "3"
+
+
 def test_reuse_needs_the_same_environment_and_the_baseline_is_measured_in_its_run(workdir):
     args = ["run", *TINY, "--schemes", "fp32,bf16", "--no-repeat-baseline"]
     assert quantbench(*args, cwd=workdir).returncode == 0
@@ -124,7 +128,7 @@ def test_reuse_needs_the_same_environment_and_the_baseline_is_measured_in_its_ru
     # The baseline is measured anew; the scheme, same environment, is reused.
     assert [r["reused"] for r in second] == [False, True]
     # Another environment (here: another thread count) reuses nothing.
-    other = quantbench(*args, cwd=workdir, env=cli_env(OMP_NUM_THREADS="1"))
+    other = quantbench(*args, cwd=workdir, env=cli_env(OMP_NUM_THREADS=OTHER_THREADS))
     assert other.returncode == 0, other.stderr
     third = export_json(workdir)
     assert [r["reused"] for r in third] == [False, False]
@@ -138,7 +142,7 @@ def test_compare_across_environments_says_so_and_claims_nothing(workdir):
     args = ["run", "--model", "random:tiny", "--prompt-tokens", "16", "--new-tokens", "6",
             "--runs", "6", "--warmup", "1", "--schemes", "fp32", "--no-repeat-baseline"]
     assert quantbench(*args, cwd=workdir).returncode == 0
-    assert quantbench(*args, cwd=workdir, env=cli_env(OMP_NUM_THREADS="1")).returncode == 0
+    assert quantbench(*args, cwd=workdir, env=cli_env(OMP_NUM_THREADS=OTHER_THREADS)).returncode == 0
     runs = [r[0] for r in sqlite3.connect(workdir / "quantbench.db").execute(
         "SELECT run_id FROM runs ORDER BY rowid")]
     proc = quantbench("compare", runs[0], runs[1], cwd=workdir)

@@ -250,8 +250,11 @@ def test_a_second_run_on_a_busy_device_is_refused_waits_or_is_flagged_shared(wor
 
 
 def test_a_cell_measured_under_load_is_flagged_and_never_reused(workdir):
-    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    args = ["--model", "random:tiny", "--prompt-tokens", "16", "--new-tokens", "12", "--warmup",
+    # A stranger to the suite's contention group (conftest.py), as another user's job would be.
+    stranger = {k: v for k, v in os.environ.items() if k != "QUANTBENCH_CONTENTION_GROUP"}
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"], env=stranger)
+    # Enough tokens that the timed window (its CPU time counted in 10 ms ticks) can tell load.
+    args = ["--model", "random:tiny", "--prompt-tokens", "16", "--new-tokens", "48", "--warmup",
             "1", "--max-warmup", "2", "--runs", "5", "--no-repeat-baseline", "--schemes",
             "fp32,bf16", "--log", ""]
     try:
@@ -272,6 +275,19 @@ def test_a_cell_measured_under_load_is_flagged_and_never_reused(workdir):
     assert not second["bf16"]["info"]["contention"]["contended"]
     csv_text = quantbench("export", "--format", "csv", "--run", first[0]["run_id"], cwd=workdir).stdout
     assert "contention_reason" in csv_text.splitlines()[0] and "other processes used" in csv_text
+    # The same load from a process of the run's declared group (QUANTBENCH_CONTENTION_GROUP, as
+    # the suite's parallel workers are) is the group's own: counted and recorded, not flagged.
+    member = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        grouped = quantbench("run", *args, "--db", "grouped.db", cwd=workdir)
+    finally:
+        member.kill()
+        member.wait()
+    assert grouped.returncode == 0, grouped.stderr
+    for r in export_json(workdir, db="grouped.db"):
+        load = r["info"]["contention"]
+        assert not load["contended"] and load["group_cpu_cores"] >= 0.3, load
+        assert load["group"] == os.environ["QUANTBENCH_CONTENTION_GROUP"]
 
 
 # ---- 4. interrupted runs -----------------------------------------------------------------

@@ -9,7 +9,9 @@ import os
 import signal
 import sqlite3
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -195,7 +197,9 @@ def ray_cluster(tmp_path_factory):
     """`ray start --head` and a second node joining it, as on two machines; the plugins and a
     marker folder for the lost-worker schemes reach every worker through the nodes' env."""
     port = 6400 + os.getpid() % 500
-    temp = tmp_path_factory.mktemp("ray")
+    # Short: Ray's socket paths under it must fit AF_UNIX's 107 bytes (a pytest-xdist worker's
+    # tmp_path is longer than that allows).
+    temp = Path(tempfile.mkdtemp(prefix="qbray"))
     markers = tmp_path_factory.mktemp("markers")
     env = cli_env(QUANTBENCH_PLUGINS="qb_test_plugins", QB_TEST_MARKERS=str(markers),
                   RAY_USAGE_STATS_ENABLED="0")
@@ -210,6 +214,7 @@ def ray_cluster(tmp_path_factory):
         yield f"127.0.0.1:{port}", markers
     finally:
         subprocess.run([*ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_sweep_runs_through_a_ray_cluster_and_only_the_driver_writes(workdir, ray_cluster):

@@ -4,6 +4,7 @@ CPU: all cores' busy time (/proc/stat) less this process's own (os.times), over 
 in cores. GPU: compute processes on the cell's GPU other than this one (NVML). A cell is
 contended when others used at least CONTENDED_CORES (or 5% of the cores, on big machines) or
 another process computed on its GPU; such a cell is flagged in every output and never reused.
+Processes that share this one's QUANTBENCH_CONTENTION_GROUP are not others (see GROUP_ENV).
 """
 
 from __future__ import annotations
@@ -55,6 +56,44 @@ def _run_tree_s() -> float:
         except psutil.Error:
             pass
     return total
+
+
+# Runs started together on purpose (a test suite's parallel workers, a CI matrix on one box)
+# can declare themselves one group: each then counts the others' CPU time as its own run's, not
+# as contention, and the record says how much of it there was.
+GROUP_ENV = "QUANTBENCH_CONTENTION_GROUP"
+
+
+def _group_s(exclude: set[int]) -> float:
+    """CPU seconds of the live processes of this process's declared group, outside `exclude`
+    (this run's own tree), their reaped children included."""
+    import psutil
+
+    group = os.environ.get(GROUP_ENV)
+    if not group:
+        return 0.0
+    total = 0.0
+    for proc in psutil.process_iter():
+        if proc.pid in exclude:
+            continue
+        try:
+            if proc.environ().get(GROUP_ENV) != group:
+                continue
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except (psutil.Error, OSError):
+            pass
+    return total
+
+
+def _tree_pids() -> set[int]:
+    import psutil
+
+    try:
+        parent = psutil.Process(os.getppid())
+        return {parent.pid, os.getpid()} | {p.pid for p in parent.children(recursive=True)}
+    except psutil.Error:
+        return {os.getpid()}
 
 
 def _process_s(pid: int) -> float:
@@ -127,18 +166,20 @@ class LoadSampler:
         if self._gpu_known:  # a process that comes and goes mid-run is seen too
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
-        self._start = (time.monotonic(), _cpu_busy_s(), _own_s(), _run_tree_s())
+        self._start = (time.monotonic(), _cpu_busy_s(), _own_s(), _run_tree_s(),
+                       _group_s(_tree_pids()))
         return self
 
     def __exit__(self, *exc):
-        self._end = (time.monotonic(), _cpu_busy_s(), _own_s(), _run_tree_s())
+        self._end = (time.monotonic(), _cpu_busy_s(), _own_s(), _run_tree_s(),
+                     _group_s(_tree_pids()))
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self._gpu_sample()
 
     def result(self) -> dict:
-        (t0, busy0, own0, tree0), (t1, busy1, own1, tree1) = self._start, self._end
+        (t0, busy0, own0, tree0, group0), (t1, busy1, own1, tree1, group1) = self._start, self._end
         wall = max(t1 - t0, 1e-9)
         out: dict = {"cpu_cores": self.cores, "seconds": wall}
         reasons = []
@@ -146,7 +187,11 @@ class LoadSampler:
             # The run's other cells (other GPUs of a sweep) are not strangers: they are
             # recorded apart, and count only when the machine had no core left for this cell.
             run_s = max(own1 - own0, tree1 - tree0)
-            other_s = max(0.0, (busy1 - busy0) - run_s)
+            group_s = max(0.0, group1 - group0)
+            other_s = max(0.0, (busy1 - busy0) - run_s - group_s)
+            if os.environ.get(GROUP_ENV):
+                out["group"] = os.environ[GROUP_ENV]
+                out["group_cpu_cores"] = group_s / wall
             others = other_s / wall
             siblings = max(0.0, (tree1 - tree0) - (own1 - own0)) / wall
             out["other_cpu_cores"] = others
