@@ -1,4 +1,5 @@
-"""GPU paths, run on a lent H100/H200 with `pytest -m gpu` (deselected elsewhere)."""
+"""GPU paths, run on a lent H100/H200 with `pytest -m gpu -n 0` (deselected elsewhere; one at a
+time: they share the GPU)."""
 
 import json
 import os
