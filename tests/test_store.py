@@ -62,3 +62,16 @@ def test_unusable_paths_are_usage_errors(tmp_path):
         Store(tmp_path)  # a directory
     with pytest.raises(UsageError, match="no results database"):
         Store(tmp_path / "missing.db", create=False)
+
+
+def test_an_unfinished_run_is_found_under_any_of_its_plan_ids(tmp_path):
+    """Runs begun before 2026-11-30 hashed their output paths into the plan id: the same command
+    must still resume them, found by that older id, and never a finished run."""
+    store = Store(tmp_path / "r.db")
+    env = store.add_env({"cpu": "x"})
+    store.begin_run("old", {"plan_id": "with-outputs"}, "p", "quantbench run", env)
+    store.begin_run("done", {"plan_id": "cells-only"}, "p", "quantbench run", env)
+    store.end_run("done", 0, 0, 1.0)
+    assert store.resumable_run("cells-only") is None
+    assert store.resumable_run("cells-only", "with-outputs") == "old"
+    assert store.resumable_run("other") is None

@@ -152,7 +152,7 @@ class LLMBenchmark:
         with self._api_errors():
             return self._run()
 
-    def _plan_id(self, cells: list[CellConfig]) -> str:
+    def _plan_id(self, cells: list[CellConfig], with_outputs: bool = False) -> str:
         """What makes two invocations the same run: the cells, in order. Not the environment:
         a sweep resumed on another machine (a fresh lent GPU, an upgraded library) is the same
         plan; which of its cells stand is `_kept`'s question. Nor where the reports go: they are
@@ -160,8 +160,12 @@ class LLMBenchmark:
         changed --out once started a 46-cell GPU sweep over instead of resuming it)."""
         from quantbench.config import stable_hash
 
-        return stable_hash([[stable_hash(dataclasses.replace(c, environment=None).identity()),
-                             c.role] for c in cells])[:16]
+        parts = [[stable_hash(dataclasses.replace(c, environment=None).identity()), c.role]
+                 for c in cells]
+        if with_outputs:  # how runs begun before 2026-11-30 were identified: still resumable
+            parts += [self.out and str(Path(self.out).resolve()),
+                      self.log and str(Path(self.log).resolve())]
+        return stable_hash(parts)[:16]
 
     def _run(self) -> RunResult:
         from quantbench import devicelock, environment, identity
@@ -205,7 +209,8 @@ class LLMBenchmark:
             plan_id = self._plan_id(cells)
             store = Store(self.db)  # after validation: bad input leaves no database behind
             env_id = store.add_env(env)
-            run_id = None if comparing.force else store.resumable_run(plan_id)
+            run_id = None if comparing.force else store.resumable_run(
+                plan_id, self._plan_id(cells, with_outputs=True))
             if run_id and _still_running(store.run(run_id)["config"].get("owner")):
                 run_id = None  # another process (--allow-shared) is measuring it right now
             done: set[int] = set()

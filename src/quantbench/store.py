@@ -214,12 +214,13 @@ class Store:
             "SELECT r.run_id FROM runs r JOIN run_ends e USING (run_id) WHERE EXISTS "
             "(SELECT 1 FROM run_cells c WHERE c.run_id = r.run_id) ORDER BY r.created_at, r.rowid")]
 
-    def resumable_run(self, plan_id: str) -> str | None:
-        """The newest run of this very plan that stopped before its end (interrupted or killed)."""
+    def resumable_run(self, *plan_ids: str) -> str | None:
+        """The newest run of this very plan (under any of its ids) that stopped before its end
+        (interrupted or killed)."""
         for run_id, config in self.db.execute(
                 "SELECT run_id, config FROM runs WHERE run_id NOT IN (SELECT run_id FROM run_ends) "
                 "ORDER BY created_at DESC, rowid DESC"):
-            if json.loads(config).get("plan_id") == plan_id:
+            if json.loads(config).get("plan_id") in plan_ids:
                 return run_id
         return None
 
