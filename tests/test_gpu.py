@@ -439,3 +439,52 @@ def test_qb_schemes_compile_into_one_checked_graph_with_fused_projections(workdi
     weights = {s: by[s]["memory"]["weights_bytes"] for s in QB_SCHEMES}
     assert weights["qb-int8"] == weights["qb-fp8"]  # a byte a weight, a scale a row
     assert weights["qb-int4"] < weights["qb-int8"] < weights["bf16"]
+
+
+# ---- gemlite (gemlite-* schemes) ------------------------------------------------------------------
+
+def test_gemlite_layers_multiply_quantbenchs_formats_within_their_reference():
+    """gemlite packs the weights quantbench rounded: its product is the dequantized reference's
+    at every row count it dispatches differently (GEMV 1-4, split-K GEMM 5-63, GEMM 64+)."""
+    pytest.importorskip("gemlite")
+    from quantbench.kernels import formats, gemlite_layers
+
+    torch.manual_seed(0)
+    for fmt in ("int8", "fp8", "int4"):
+        linear = torch.nn.Linear(2048, 2560, bias=False, device="cuda", dtype=torch.bfloat16)
+        ref_w = formats.dequantize(formats.quantize(linear.weight.data, fmt, 128), torch.float32)
+        layer = gemlite_layers.from_linear(linear, fmt, 128)
+        for m in (1, 2, 8, 16, 32, 128):
+            x = torch.randn(m, 2048, device="cuda", dtype=torch.bfloat16)
+            y = layer(x)
+            ref = x.float() @ ref_w.T
+            err = float((y.float() - ref).abs().max() / ref.abs().max())
+            assert y.shape == (m, 2560) and err < 1e-2, (fmt, m, err)
+
+
+GEMLITE_SCHEMES = ["bf16", "qb-int4", "gemlite-int4", "gemlite-int8", "gemlite-fp8"]
+
+
+def test_gemlite_schemes_compile_into_one_checked_graph(workdir):
+    pytest.importorskip("gemlite")
+    proc = quantbench("run", "--model", "random:gpt2-124m", "--runtime", "compiled-fused",
+                      "--schemes", ",".join(GEMLITE_SCHEMES), "--prompt-tokens", "32",
+                      "--new-tokens", "24", "--warmup", "1", "--runs", "3", "--cell-timeout",
+                      "600", "--no-repeat-baseline", cwd=workdir)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    by = {r["scheme"]: r for r in export_json(workdir)}
+    for scheme in GEMLITE_SCHEMES:
+        r = by[scheme]
+        assert r["status"] == "ok", r["error"]
+        c = r["info"]["compiled"]
+        assert c["compile"]["graph_breaks"] == 0, c["compile"]
+        assert c["cuda_graph"]["captured"] is True, c["cuda_graph"]
+        if scheme.startswith("gemlite-"):
+            assert r["info"]["gemlite"]["layers"] == 48, r["info"]["gemlite"]  # fused: 4 a layer
+            assert r["scheme_settings"]["kernel"] == "gemlite (Triton)"
+            names = " ".join(t["name"] for t in c["profile"]["top"])
+            assert "gemv" in names.lower(), c["profile"]["top"]
+    weights = {s: by[s]["memory"]["weights_bytes"] for s in GEMLITE_SCHEMES}
+    # the same format, the same bytes, but for gemlite's 60 bytes of metadata a layer
+    assert 0 <= weights["gemlite-int4"] - weights["qb-int4"] <= 64 * 48, weights
+    assert weights["gemlite-int8"] == weights["gemlite-fp8"] < weights["bf16"]

@@ -115,6 +115,14 @@ def test_quantbench_formats_round_within_half_a_step_and_pack_losslessly():
     assert int4.nbytes == 48 * 128 + 2 * 48 * 4 * 4
     with pytest.raises(ValueError, match="do not tile"):
         formats.quantize(w[:, :96], "int4", 64)
+    # the 16-level codes other packers (gemlite's) start from: [N, K] in the weight's own order
+    codes = formats.int4_codes(int4)
+    assert codes.shape == (48, 256) and codes.dtype == torch.uint8 and int(codes.max()) <= 15
+    rebuilt = codes.float().reshape(48, 4, 64) * int4.scale[..., None] + int4.offset[..., None]
+    assert torch.equal(rebuilt.reshape(48, 256), formats.dequantize(int4))
+    low, high = w.reshape(48, 4, 64).argmin(2), w.reshape(48, 4, 64).argmax(2)
+    assert (codes.reshape(48, 4, 64).gather(2, low[..., None]) == 0).all()
+    assert (codes.reshape(48, 4, 64).gather(2, high[..., None]) == 15).all()
 
 
 def test_a_qb_layer_is_its_reference_on_the_cpu_and_compiles_without_a_graph_break():
@@ -211,3 +219,37 @@ def test_qb_schemes_run_in_both_runtimes_and_say_which_path_multiplied(workdir):
     weights = {s: by[("eager", s)]["memory"]["weights_bytes"]
                for s in ("fp32", "qb-int8", "qb-int4:group=32")}
     assert weights["qb-int4:group=32"] < weights["qb-int8"] < weights["fp32"]
+
+
+def test_gemlite_schemes_hold_the_qb_formats_numbers_and_run_their_reference_on_the_cpu(workdir):
+    """gemlite cannot import without a GPU: on the CPU a gemlite-X cell is qb-X's format through
+    its dequantized reference (same bytes, same logits), and says so in its settings."""
+    proc = quantbench("run", *TINY, "--schemes", "fp32,qb-int4:group=32,gemlite-int4:group=32,"
+                      "gemlite-int8", "--cell-timeout", "300", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    by = {r["scheme"]: r for r in export_json(workdir)}
+    qb, gl = by["qb-int4:group=32"], by["gemlite-int4:group=32"]
+    for r in (gl, by["gemlite-int8"]):
+        assert r["status"] == "ok", r["error"]
+        assert r["scheme_settings"]["kernel"] == "dequantized reference (F.linear)"
+        assert "gemlite" not in r["info"]  # no gemlite kernel ran
+    assert gl["scheme_settings"]["format"] == "int4" and gl["scheme_settings"]["group"] == 32
+    assert gl["memory"]["weights_bytes"] == qb["memory"]["weights_bytes"]
+    assert gl["memory"]["weights_bytes"] < by["gemlite-int8"]["memory"]["weights_bytes"]
+
+
+def test_a_gemlite_scheme_on_the_cpu_is_its_qb_twin_logit_for_logit():
+    from quantbench import models
+    from quantbench.schemes import get
+
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+
+    def logits(spec):
+        model = models.load({"kind": "random", "preset": "tiny"}, torch.float32, "cpu", 0)
+        model = get(spec).apply(model, "cpu")
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    assert torch.equal(logits("gemlite-int4:group=32"), logits("qb-int4:group=32"))
+    assert torch.equal(logits("gemlite-int8"), logits("qb-int8"))
+    assert not torch.equal(logits("gemlite-int8"), logits("gemlite-int4:group=32"))

@@ -82,8 +82,17 @@ def dequantize(packed: PackedWeight, dtype=None):
         return (w * packed.scale.float()[:, None]).to(dtype)
     if packed.fmt == "int4":
         n, g = packed.data.shape[0], packed.group
-        data = packed.data.reshape(n, -1, g // 2)
-        q = torch.cat([data & 0xF, data >> 4], dim=2)  # [rows, groups, group]: see quantize
+        q = int4_codes(packed).reshape(n, -1, g)
         w = q.float() * packed.scale.float()[..., None] + packed.offset.float()[..., None]
         return w.reshape(n, packed.in_features).to(dtype)
     raise ValueError(f"unknown weight format {packed.fmt!r}")
+
+
+def int4_codes(packed: PackedWeight):
+    """An int4 weight's 16-level codes, one uint8 per weight in the weight's own [N, K] order
+    (other kernels' packers, gemlite's, start from these)."""
+    import torch
+
+    n, g = packed.data.shape[0], packed.group
+    data = packed.data.reshape(n, -1, g // 2)
+    return torch.cat([data & 0xF, data >> 4], dim=2).reshape(n, packed.in_features)  # see quantize

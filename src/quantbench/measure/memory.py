@@ -296,7 +296,7 @@ def weight_kinds(model) -> dict:
     kinds: dict = {}
     for module in model.modules():
         weight = module.__dict__.get("_parameters", {}).get("weight")
-        if weight is None and type(module).__name__ == "HQQLinear":
+        if weight is None and type(module).__name__ in ("HQQLinear", "GemLiteLinearTriton"):
             weight = getattr(module, "W_q", None)
         if weight is None or isinstance(module, torch.nn.Embedding):
             continue

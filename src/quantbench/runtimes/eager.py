@@ -199,6 +199,10 @@ class EagerRuntime(Runtime):
         qb_kernel = launch_record(model, device)  # filled with launch configs as layers run
         if qb_kernel is not None:
             info["qb_kernel"] = qb_kernel
+        if device.startswith("cuda") and scheme.backend == "gemlite":
+            from quantbench.kernels import gemlite_layers
+
+            info["gemlite"] = gemlite_layers.launch_record(model, cell.workload.batch_size)
         timed = self.decoder(model, cell, device, info, eager_generate, progress)
 
         def logits(ids):

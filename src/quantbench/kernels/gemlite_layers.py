@@ -1,0 +1,91 @@
+"""gemlite's Triton kernels (mobiusml/gemlite: the GEMV/GEMM library vLLM and SGLang use for
+HQQ and weight-only 8-bit checkpoints) behind quantbench's weight formats. A weight is rounded by
+quantbench.kernels.formats exactly as the qb schemes round it and handed to gemlite to pack and
+multiply, so a gemlite cell and a qb cell of one format hold the same numbers and differ only in
+the kernel. gemlite imports only where a CUDA device exists (it reads the GPU's name at import)."""
+
+from __future__ import annotations
+
+import torch
+
+from quantbench.kernels import formats
+
+# gemlite dispatches on the rows of each call (gemlite.core.get_matmul_type); the record names
+# the kernel for the rows a decode step runs.
+_KERNEL_DOC = "gemlite forward_functional (torch.ops.gemlite), Triton"
+
+
+def from_linear(linear: torch.nn.Linear, fmt: str, group: int) -> torch.nn.Module:
+    """A GemLiteLinearTriton holding `linear`'s weight in quantbench's `fmt` (int8 and fp8:
+    symmetric per output row; int4: asymmetric min-max per group of `group` inputs)."""
+    from gemlite.helper import A16W8
+
+    weight = linear.weight.data
+    dtype, device = weight.dtype, weight.device
+    bias = linear.bias.data if linear.bias is not None else None
+    packed = formats.quantize(weight, fmt, group)
+    if fmt == "int8":
+        layer = A16W8(device=device, dtype=dtype).from_weights(
+            packed.data, bias, scales=packed.scale[:, None])
+    elif fmt == "fp8":
+        layer = A16W8(device=device, dtype=dtype, fp8=torch.float8_e4m3fn).from_weights(
+            packed.data.view(torch.float8_e4m3fn), bias, scales=packed.scale[:, None])
+    elif fmt == "int4":
+        layer = _int4(packed, linear.out_features, bias, dtype, device)
+    else:
+        raise ValueError(f"gemlite: no quantbench format {fmt!r} (int8, int4, fp8)")
+    # The logical shape where parameter counts look for it (W_q is packed), as QbLinear keeps it.
+    layer.meta = {"shape": (linear.out_features, linear.in_features)}
+    return layer
+
+
+def _int4(packed, out_features: int, bias, dtype, device):
+    from gemlite.helper import A16Wn
+
+    scale, offset = packed.scale, packed.offset
+    # gemlite's HQQ convention is (q - zero) * scale; its packer turns that into the
+    # multiply-add form q * scale + (-zero * scale) (W_group_mode 4), rounding the product to
+    # the model's dtype. quantbench's offset *is* that term: stored exactly after packing, so
+    # the kernel reconstructs the weights quantbench chose, bit for bit.
+    zero = -(offset.float() / scale.float())
+    layer = A16Wn(device=device, dtype=dtype).from_weights(
+        formats.int4_codes(packed), scale, zero, 4, packed.group, bias)
+    if layer.W_group_mode != 4 or tuple(layer.zeros.shape) != (offset.shape[1], out_features):
+        raise RuntimeError(f"gemlite packed int4 as W_group_mode {layer.W_group_mode} with zeros "
+                           f"{tuple(layer.zeros.shape)}: this gemlite's layout is not the one "
+                           "quantbench writes its offsets in")
+    layer.zeros.data = offset.to(dtype).t().contiguous()
+    return layer
+
+
+def replace_linears(model, fmt: str, group: int, skip: tuple[str, ...]) -> int:
+    """Swap every nn.Linear not named in `skip` for gemlite's layer, one at a time (the float
+    model plus one packed layer is the peak). Returns how many were swapped."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear and name not in skip:
+                setattr(parent, name, from_linear(child, fmt, group))
+                swapped += 1
+                del child
+    torch.cuda.empty_cache()
+    return swapped
+
+
+def launch_record(model, batch: int) -> dict | None:
+    """What the cell's record says of gemlite: its version, how many layers it runs, and the
+    kernel it dispatches to at a decode step's rows and at the prefill's."""
+    try:
+        from gemlite.core import GemLiteLinearTriton, get_matmul_type
+    except ImportError:
+        return None
+    layers = [m for m in model.modules() if isinstance(m, GemLiteLinearTriton)]
+    if not layers:
+        return None
+    import importlib.metadata
+
+    bits = sorted({int(m.W_nbits) for m in layers})
+    return {"library": "gemlite", "version": importlib.metadata.version("gemlite"),
+            "path": _KERNEL_DOC, "layers": len(layers),
+            "decode_kernel": {f"{b}-bit": get_matmul_type(batch, b) for b in bits},
+            "autotune": "gemlite's own, per process, on each shape's first call"}
