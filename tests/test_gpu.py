@@ -467,10 +467,14 @@ GEMLITE_SCHEMES = ["bf16", "qb-int4", "gemlite-int4", "gemlite-int8", "gemlite-f
 
 def test_gemlite_schemes_compile_into_one_checked_graph(workdir):
     pytest.importorskip("gemlite")
+    from conftest import cli_env
+
+    cache = workdir / "cache"  # no launch configs saved yet
     proc = quantbench("run", "--model", "random:gpt2-124m", "--runtime", "compiled-fused",
                       "--schemes", ",".join(GEMLITE_SCHEMES), "--prompt-tokens", "32",
                       "--new-tokens", "24", "--warmup", "1", "--runs", "3", "--cell-timeout",
-                      "600", "--no-repeat-baseline", cwd=workdir)
+                      "600", "--no-repeat-baseline", cwd=workdir,
+                      env=cli_env(QUANTBENCH_CACHE=str(cache)))
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     by = {r["scheme"]: r for r in export_json(workdir)}
     for scheme in GEMLITE_SCHEMES:
@@ -484,6 +488,12 @@ def test_gemlite_schemes_compile_into_one_checked_graph(workdir):
             assert r["scheme_settings"]["kernel"] == "gemlite (Triton)"
             names = " ".join(t["name"] for t in c["profile"]["top"])
             assert "gemv" in names.lower(), c["profile"]["top"]
+    # gemlite's picks outlive the cell's process: the first gemlite cell tuned (or took
+    # gemlite's shipped table), the later ones loaded what it saved
+    sources = [by[s]["info"]["gemlite"]["launch_configs"]["source"] for s in GEMLITE_SCHEMES[2:]]
+    assert not sources[0].startswith("saved") and all(s.startswith("saved") for s in sources[1:])
+    saved = json.loads(next((cache / "kernels").glob("gemlite*.json")).read_text())
+    assert saved["GEMV_REVSPLITK"] and saved["GEMV_SPLITK"], saved.keys()
     weights = {s: by[s]["memory"]["weights_bytes"] for s in GEMLITE_SCHEMES}
     # the same format, the same bytes, but for gemlite's 60 bytes of metadata a layer
     assert 0 <= weights["gemlite-int4"] - weights["qb-int4"] <= 64 * 48, weights

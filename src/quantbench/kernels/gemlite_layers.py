@@ -6,6 +6,8 @@ the kernel. gemlite imports only where a CUDA device exists (it reads the GPU's 
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from quantbench.kernels import formats
@@ -58,9 +60,70 @@ def _int4(packed, out_features: int, bias, dtype, device):
     return layer
 
 
+# What this process's gemlite picks came from, for the record (set by use_saved_picks).
+_picks: dict = {}
+
+
+def picks_path(device_name: str):
+    import importlib.metadata
+
+    import triton
+
+    from quantbench.models import cache_dir
+
+    safe = "".join(c if c.isalnum() else "-" for c in device_name).strip("-")
+    version = importlib.metadata.version("gemlite")
+    return cache_dir() / "kernels" / f"gemlite{version}-{safe}-triton{triton.__version__}.json"
+
+
+def use_saved_picks(device) -> dict:
+    """Load the launch configs gemlite tuned on this GPU model in earlier processes, and save
+    this process's at its exit. gemlite times its candidates on each shape's first call: without
+    this every cell is a new draw of kernels, and a baseline's repeat or a resumed sweep would
+    measure other kernels than the first cell did (as inductor's tuning did, see
+    docs/results/2026-11-29-h200-tuning-reuse.md). It ships picks for some GPUs (h100.json),
+    none for the H200."""
+    if _picks:
+        return _picks
+    import atexit
+
+    import gemlite.core as core
+
+    name = torch.cuda.get_device_name(device)
+    path = picks_path(name)
+    loaded = path.exists() and core.GemLiteLinearTriton.load_config(str(path), print_error=False)
+    saved = sum(len(v) for v in json.loads(path.read_text()).values()) if loaded else 0
+    shipped = core.selected_tag
+    _picks.update(file=str(path), saved_picks=saved, source=(
+        "saved by earlier processes on this GPU model; a shape not among them is tuned on its "
+        "first call" if loaded else
+        f"gemlite's shipped config ({shipped.rsplit('/', 1)[-1]}), tuned where missing" if shipped
+        else "tuned in this process (each shape's first call)"))
+    atexit.register(_save_picks, path)
+    return _picks
+
+
+def _save_picks(path) -> None:
+    import os
+    import shutil
+
+    from gemlite.core import GemLiteLinearTriton
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    if path.exists():  # cache_config merges into what the file holds
+        shutil.copyfile(path, tmp)
+    try:
+        GemLiteLinearTriton.cache_config(str(tmp))
+        os.replace(tmp, path)  # whole or not at all: cells on other GPUs save too
+    except OSError:
+        pass  # a cache that cannot be written costs only a new tuning next time
+
+
 def replace_linears(model, fmt: str, group: int, skip: tuple[str, ...]) -> int:
     """Swap every nn.Linear not named in `skip` for gemlite's layer, one at a time (the float
     model plus one packed layer is the peak). Returns how many were swapped."""
+    use_saved_picks(next(model.parameters()).device)
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -88,4 +151,4 @@ def launch_record(model, batch: int) -> dict | None:
     return {"library": "gemlite", "version": importlib.metadata.version("gemlite"),
             "path": _KERNEL_DOC, "layers": len(layers),
             "decode_kernel": {f"{b}-bit": get_matmul_type(batch, b) for b in bits},
-            "autotune": "gemlite's own, per process, on each shape's first call"}
+            "launch_configs": dict(_picks) or None}
