@@ -473,6 +473,36 @@ def test_gemlite_layers_multiply_quantbenchs_formats_within_their_reference():
     assert not wrong, wrong
 
 
+def test_a_gemlite_scheme_gives_its_qb_twins_logits_on_the_gpu():
+    """The same rounded weights through two kernel libraries: a 128-token prefill (gemlite's
+    GEMM path) and a one-token step (its GEMV) must agree to bf16 rounding, far closer than
+    either is to the float model."""
+    pytest.importorskip("gemlite")
+    from quantbench import models
+    from quantbench.schemes import get
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1000, (1, 128), device="cuda")
+    out = {}
+    for spec in ("bf16", "qb-int4", "gemlite-int4", "qb-int8", "gemlite-int8"):
+        model = models.load({"kind": "random", "preset": "gpt2-124m"}, torch.bfloat16, "cuda", 0)
+        model = get(spec).apply(model, "cuda")
+        with torch.no_grad():
+            out[spec] = [model(input_ids=ids).logits.float(),
+                         model(input_ids=ids[:, :1]).logits.float()]
+        del model
+    far = {}
+    for fmt in ("int4", "int8"):
+        for step, (ours, theirs, ref) in enumerate(zip(out[f"qb-{fmt}"], out[f"gemlite-{fmt}"],
+                                                       out["bf16"])):
+            apart = float((ours - theirs).norm() / ours.norm())
+            quantized = float((ours - ref).norm() / ours.norm())
+            far[f"{fmt} {'prefill' if step == 0 else 'step'}"] = (apart, quantized)
+    assert all(apart < 0.02 for apart, _ in far.values()), far
+    assert all(apart < 0.3 * quantized for key, (apart, quantized) in far.items()
+               if key.startswith("int4")), far
+
+
 GEMLITE_SCHEMES = ["bf16", "gemlite-int4", "gemlite-int8"]
 
 
