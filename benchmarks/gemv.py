@@ -11,6 +11,8 @@ Competitors, each on the same bf16 activations:
   inductor-int8wo  torch.compile'd `(x @ w_int8.to(bf16).T) * scale` (torchao-int8wo's graph)
   tinygemm-int4    torchao's Int4WeightOnlyConfig (tile-packed, g128) Linear
   qb-<fmt>         quantbench.kernels, tuned for the shape (bf16, int8, fp8, int4 g128)
+  gemlite-<fmt>    gemlite's kernels on the same formats (int8, fp8, int4 g128), as the gemlite-*
+                   schemes hold them; its own tuning on the first call (or its shipped table)
 """
 
 from __future__ import annotations
@@ -96,6 +98,20 @@ def competitors(torch, k: int, n: int, copies: int, wanted: set):
                 linear.weight.data.copy_(w)
                 layers.append(QbLinear.from_linear(linear, fmt, 128))
             out[f"qb-{fmt}"] = (layers, layers[0].packed().nbytes)
+    for fmt in ("int8", "fp8", "int4"):
+        if want(f"gemlite-{fmt}"):
+            try:
+                from quantbench.kernels import gemlite_layers
+
+                layers = []
+                for w in weights:
+                    linear = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
+                    linear.weight.data.copy_(w)
+                    layers.append(gemlite_layers.from_linear(linear, fmt, 128))
+                # the format's bytes (gemlite's few bytes of metadata a layer left out)
+                out[f"gemlite-{fmt}"] = (layers, formats.quantize(weights[0], fmt, 128).nbytes)
+            except Exception as exc:  # gemlite absent or changed: the row says so
+                out[f"gemlite-{fmt}"] = (exc, 0)
     return out
 
 
