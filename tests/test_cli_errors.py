@@ -73,10 +73,16 @@ def test_unwritable_db(workdir):
     assert "Traceback" not in proc.stderr
 
 
-def test_missing_prompt_file(workdir):
-    proc = quantbench("run", "--model", "default", "--prompt-file", "nope.txt", cwd=workdir)
-    # Either the default model or the prompt file is missing: both are one-line refusals.
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+@pytest.mark.parametrize("flag", ["--prompt-file", "--eval-text"])
+def test_a_missing_text_file_is_refused_before_the_model_is_converted(workdir, flag):
+    """An empty cache: resolving the bundled model would convert it first (a minute, and a
+    line on stderr); the typo is refused before that."""
+    env = cli_env(QUANTBENCH_CACHE=str(workdir / "empty-cache"))
+    proc = quantbench("run", "--model", "default", flag, "nope.txt", cwd=workdir, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: {flag} 'nope.txt' does not exist" + (
+        ": pass a text file\n" if flag == "--eval-text" else "\n")
+    assert not (workdir / "empty-cache" / "models").exists()
 
 
 def test_export_from_a_missing_database(workdir):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from quantbench import models, prompts, runtimes
 from quantbench.config import CellConfig, Repetitions, Workload, stable_hash
@@ -443,6 +444,12 @@ def validate_static(config: RunConfig) -> None:
                          "name the tasks too, or drop them")
     if q.quality is False and q.eval_text:
         raise UsageError("--eval-text is for quality, which --no-quality turns off: drop one")
+    # Missing text files are refused here, before a model is resolved: resolving the bundled
+    # model converts it on first use, a minute of work a typo would otherwise cost.
+    if c.prompt_file:
+        prompts.corpus_path(c.prompt_file)
+    if q.eval_text and not Path(q.eval_text).expanduser().is_file():
+        raise UsageError(f"--eval-text '{q.eval_text}' does not exist: pass a text file")
     for b, p, n in itertools.product(config.axes.batch_size, config.axes.prompt_tokens,
                                      config.axes.new_tokens):
         Workload(b, p, n).validate()
