@@ -208,6 +208,21 @@ def _start(args, cwd, env=None):
                             text=True)
 
 
+def _interrupt(proc, timeout=60):
+    """Ctrl-C a run and wait for it. One that does not stop is killed (so its device lock does
+    not fail every later test of the worker) after printing every thread's stack (SIGUSR1)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"the run did not stop {timeout} s after Ctrl-C; its threads:\n"
+                             f"{err[-6000:]}") from None
+
+
 def _wait_for_cells(db: Path, n: int, proc, timeout=120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -241,8 +256,7 @@ def test_a_second_run_on_a_busy_device_is_refused_waits_or_is_flagged_shared(wor
         time.sleep(5)
         assert waiter.poll() is None  # queued behind the holder
     finally:
-        holder.send_signal(signal.SIGINT)
-        holder.communicate(timeout=60)
+        _interrupt(holder)
     out, err = waiter.communicate(timeout=300)
     assert waiter.returncode == 0 and "waiting: cpu is in use" in err, err
     # Once the holder ended, the queued run measured alone: nothing flagged.
@@ -299,8 +313,7 @@ def test_an_interrupted_run_is_marked_never_latest_and_the_same_command_resumes_
     time.sleep(3)  # the hanging cell's worker is up
     workers = psutil.Process(run.pid).children(recursive=True)
     assert workers
-    run.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = run.communicate(timeout=60)
+    out, err = _interrupt(run)  # Ctrl-C
     assert run.returncode == 130 and "Traceback" not in err, err
     assert "keeps the 1 of 3 cells" in err and "the same command resumes it" in err
     gone, alive = psutil.wait_procs(workers, timeout=10)
@@ -343,8 +356,12 @@ def test_kill_9_of_a_run_takes_its_worker_with_it(workdir):
         workers = [p for p in psutil.Process(run.pid).children(recursive=True)
                    if "quantbench.worker" in " ".join(p.cmdline())]
     assert workers, "the worker never started"
+    run.send_signal(signal.SIGUSR1)  # where a stuck run is: every thread's stack, and it goes on
+    time.sleep(1)
+    assert run.poll() is None
     run.kill()
-    run.communicate()
+    _, err = run.communicate()
+    assert "Current thread" in err and "run_cell" in err, err[-3000:]
     gone, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, "the worker outlived a kill -9 of its run"
     proc = quantbench("export", "--format", "json", "--run", "2", cwd=workdir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import inspect
 import json
 import shlex
@@ -350,6 +351,8 @@ def main() -> None:
 
     FROM_CLI.set(True)
     signal.signal(signal.SIGTERM, _terminated)
+    # `kill -USR1 PID` prints every thread's stack to stderr: where a run that seems stuck is.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         code = app(standalone_mode=False)
     except DeviceBusy as exc:
