@@ -352,7 +352,10 @@ def main() -> None:
     FROM_CLI.set(True)
     signal.signal(signal.SIGTERM, _terminated)
     # `kill -USR1 PID` prints every thread's stack to stderr: where a run that seems stuck is.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # stderr without a file descriptor (in-process)
+        pass
     try:
         code = app(standalone_mode=False)
     except DeviceBusy as exc:
