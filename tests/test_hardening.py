@@ -203,9 +203,13 @@ def test_api_arguments_validate_or_fail_in_one_line(schemes, baseline, runs, bat
 # ---- 3. one run per device, contention flagged -------------------------------------------
 
 def _start(args, cwd, env=None):
+    # Ctrl-C as from a terminal: a child inherits an ignored SIGINT (pytest-xdist's workers may
+    # ignore it), and Python then installs no KeyboardInterrupt handler (the CI stack of
+    # 2026-12-06: the run still polling its cell 60 s after SIGINT).
     return subprocess.Popen([sys.executable, "-m", "quantbench", "run", *map(str, args)], cwd=cwd,
                             env=env or plugins_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _interrupt(proc, timeout=60):
