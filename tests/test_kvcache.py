@@ -161,10 +161,19 @@ def test_fp8_static_layer_stores_bytes_and_reads_what_the_dynamic_one_does(bundl
                 logits.append(out.logits[0, -1])
             steps.append(torch.stack(logits))
     assert layers.stored_bytes(static) == n * 2 * 3 * 128 * 64 + n * 2 * 4  # fp8 + scales
-    # Same scales, same stored bytes; the static prefill attended to its own fp8 values, so the
-    # two differ only by that prefill's rounding.
+    # The first layer's K and V come from the same embeddings: the same scales, the same bytes.
+    first_static, first_dynamic = static.layers[0], dynamic.layers[0]
+    assert first_static.k_scale == first_dynamic._quantized_keys[1]
+    for stored, held in ((first_static.keys, first_dynamic._quantized_keys[0]),
+                         (first_static.values, first_dynamic._quantized_values[0])):
+        assert torch.equal(stored[:, :, :72].view(torch.uint8), held.view(torch.uint8))
+    # Later layers differ by the prefill's rounding: the static prefill attended to its own fp8
+    # values, the dynamic one to the full ones. That moves the logits by about as much as fp8
+    # itself does (4.3% of their range with 2 threads, 5.7% with 1: CPU matmuls sum in another
+    # order per thread count, and fp8 rounding amplifies it), far less than a wrong position
+    # or scale would.
     scale = steps[1].abs().max().item()
-    assert (steps[0] - steps[1]).abs().max().item() < 0.05 * scale
+    assert (steps[0] - steps[1]).abs().max().item() < 0.08 * scale
     exact = Cache(layers=[layers.DynamicLayer() for _ in range(n)])
     with torch.no_grad():
         model(input_ids=prompt, past_key_values=exact, use_cache=True)
