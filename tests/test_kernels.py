@@ -150,7 +150,7 @@ def _logits(model, ids):
 def test_fused_projections_leave_the_bundled_models_logits_as_they_were():
     from quantbench import models
     from quantbench.fusion import fuse_projections
-    from quantbench.kernels.layers import replace_linears
+    from quantbench.kernels.layers import QbLinear, replace_linears
 
     spec = models.resolve("default").to_dict()
     ids = list(range(100, 164))
@@ -165,8 +165,9 @@ def test_fused_projections_leave_the_bundled_models_logits_as_they_were():
     assert torch.allclose(_logits(plain, ids), _logits(fused, ids), atol=1e-3, rtol=0)
     # Quantized after fusing, per-row int8 and per-group int4 are the same numbers either way.
     for fmt, group in (("int8", 0), ("int4", 64)):
-        replace_linears(plain, fmt, group, ("lm_head",))
-        replace_linears(fused, fmt, group, ("lm_head",))
+        make = lambda linear: QbLinear.from_linear(linear, fmt, group)  # noqa: E731
+        replace_linears(plain, make, ("lm_head",))
+        replace_linears(fused, make, ("lm_head",))
         assert torch.allclose(_logits(plain, ids), _logits(fused, ids), atol=1e-3, rtol=0)
         plain = models.load(spec, torch.float32, "cpu")
         fused = models.load(spec, torch.float32, "cpu")

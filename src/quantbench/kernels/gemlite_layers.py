@@ -69,11 +69,12 @@ def picks_path(device_name: str):
 
     import triton
 
+    from quantbench.kernels.tuning import file_safe
     from quantbench.models import cache_dir
 
-    safe = "".join(c if c.isalnum() else "-" for c in device_name).strip("-")
     version = importlib.metadata.version("gemlite")
-    return cache_dir() / "kernels" / f"gemlite{version}-{safe}-triton{triton.__version__}.json"
+    return (cache_dir() / "kernels" /
+            f"gemlite{version}-{file_safe(device_name)}-triton{triton.__version__}.json")
 
 
 def use_saved_picks(device) -> dict:
@@ -120,17 +121,27 @@ def _save_picks(path) -> None:
         pass  # a cache that cannot be written costs only a new tuning next time
 
 
+def _use_output_ring() -> None:
+    """gemlite's split-K GEMVs add their partial sums into a zeroed output with atomics. By
+    default each call zeroes a fresh one (a kernel per layer per token: 64 of the 1B int4
+    step's 311 on an H100, docs/results/2026-12-06-gemlite.md). With its kernel cache on, a
+    one-row call takes the next slot of a ring of outputs per width, zeroed once per trip round
+    the ring; under CUDA-graph capture the ring restarts, so a replayed step zeroes each width's
+    ring once and every layer writes its own slot. The compiled runtime's graph check holds the
+    graph's tokens to the step's run without it, as for every scheme."""
+    import gemlite
+
+    gemlite.set_kernel_caching(True)
+
+
 def replace_linears(model, fmt: str, group: int, skip: tuple[str, ...]) -> int:
-    """Swap every nn.Linear not named in `skip` for gemlite's layer, one at a time (the float
-    model plus one packed layer is the peak). Returns how many were swapped."""
+    """Swap every nn.Linear not named in `skip` for gemlite's layer, this GPU model's saved
+    launch configs loaded first (kernels.layers.replace_linears). Returns how many swapped."""
+    from quantbench.kernels import layers
+
     use_saved_picks(next(model.parameters()).device)
-    swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear and name not in skip:
-                setattr(parent, name, from_linear(child, fmt, group))
-                swapped += 1
-                del child
+    _use_output_ring()
+    swapped = layers.replace_linears(model, lambda linear: from_linear(linear, fmt, group), skip)
     torch.cuda.empty_cache()
     return swapped
 
@@ -147,8 +158,12 @@ def launch_record(model, batch: int) -> dict | None:
         return None
     import importlib.metadata
 
+    from gemlite.triton_kernels.config import KERNEL_CACHE
+
     bits = sorted({int(m.W_nbits) for m in layers})
     return {"library": "gemlite", "version": importlib.metadata.version("gemlite"),
             "path": _KERNEL_DOC, "layers": len(layers),
+            "output_ring": ({"slots": KERNEL_CACHE.CACHE_SIZE, "rows": 1}
+                            if KERNEL_CACHE.ENABLE else None),
             "decode_kernel": {f"{b}-bit": get_matmul_type(batch, b) for b in bits},
             "launch_configs": dict(_picks) or None}

@@ -115,14 +115,15 @@ class QbLinear(torch.nn.Module):
         return y.reshape(*shape[:-1], self.out_features)
 
 
-def replace_linears(model, fmt: str, group: int, skip: tuple[str, ...]) -> int:
-    """Swap every nn.Linear not named in `skip` for a QbLinear, one layer at a time (the float
-    model plus one packed layer is the peak). Returns how many were swapped."""
+def replace_linears(model, make, skip: tuple[str, ...]) -> int:
+    """Swap every nn.Linear not named in `skip` for `make(linear)` (a QbLinear, a gemlite
+    layer), one layer at a time, so the float model plus one packed layer is the peak. Returns
+    how many were swapped."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear and name not in skip:
-                setattr(parent, name, QbLinear.from_linear(child, fmt, group))
+                setattr(parent, name, make(child))
                 swapped += 1
     return swapped
 

@@ -123,13 +123,18 @@ def _key(fmt: str, m: int, n: int, k: int, group: int) -> str:
     return f"{fmt}:m{block_m_for(m)}:n{n}:k{k}:g{group}"
 
 
+def file_safe(device_name: str) -> str:
+    """A GPU's name as a file-name part ("NVIDIA H200" -> "NVIDIA-H200")."""
+    return "".join(c if c.isalnum() else "-" for c in device_name).strip("-")
+
+
 def cache_path(device_name: str):
     import triton
 
     from quantbench.models import cache_dir
 
-    safe = "".join(c if c.isalnum() else "-" for c in device_name).strip("-")
-    return cache_dir() / "kernels" / f"{safe}-triton{triton.__version__}-v{KERNEL_VERSION}.json"
+    return (cache_dir() / "kernels" /
+            f"{file_safe(device_name)}-triton{triton.__version__}-v{KERNEL_VERSION}.json")
 
 
 def _table(device_name: str) -> dict:

@@ -49,12 +49,13 @@ class QbScheme(Scheme):
             raise UsageError(f"'{self.name}': group must be 32, 64, 128 or 256")
 
     def apply(self, model, device: str):
-        from quantbench.kernels.layers import replace_linears
+        from quantbench.kernels.layers import QbLinear, replace_linears
 
         group = self.group_size(device.split(":")[0]) if self.fmt == "int4" else 0
         if group:
             self._check_groups(model, group)
-        if not replace_linears(model, self.fmt, group, self.skipped()):
+        make = lambda linear: QbLinear.from_linear(linear, self.fmt, group)  # noqa: E731
+        if not replace_linears(model, make, self.skipped()):
             raise UsageError(f"{self.name}: the model has no nn.Linear layers to quantize")
         return model.to(device)
 
