@@ -537,3 +537,63 @@ def test_gemlite_schemes_compile_into_one_checked_graph(workdir):
     assert saved["GEMV_REVSPLITK"] and saved["GEMV_SPLITK"], saved.keys()
     weights = {s: by[s]["memory"]["weights_bytes"] for s in GEMLITE_SCHEMES}
     assert weights["gemlite-int4"] < weights["gemlite-int8"] < weights["bf16"]
+
+
+# ---- quantbench's decode attention (compiled-qb) ------------------------------------------------
+
+def test_decode_attention_kernel_matches_its_reference_on_the_gpu():
+    """bf16 on the real presets' head layouts (1B and 8B: 32 query heads on 8 KV heads; qwen2:
+    14 on 2, a group of 7), batches 1-32, short and long caches, the default plan and one split."""
+    from quantbench.kernels import attention
+
+    torch.manual_seed(0)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    failures, worst = [], 0.0
+    for q_heads, kv_heads, dim in ((32, 8, 64), (32, 8, 128), (14, 2, 64)):
+        for batch, length, pos in ((1, 264, 200), (8, 264, 131), (32, 264, 263), (1, 4096, 3000)):
+            q = torch.randn(batch, q_heads, 1, dim, device="cuda", dtype=torch.bfloat16)
+            k, v = torch.randn(2, batch, kv_heads, length, dim, device="cuda",
+                               dtype=torch.bfloat16)
+            v[..., pos + 1:, :] = float("nan")  # unwritten positions are never read
+            p = torch.tensor([[pos]], device="cuda")
+            ref = attention.reference(q.float(), k.float(), v.float(), p, dim ** -0.5).float()
+            for splits in (None, 1):
+                chosen = attention.plan(batch, kv_heads, length, sms, splits)
+                got = attention.decode_attention(q, k, v, p, dim ** -0.5, chosen).float()
+                err = float((got - ref).abs().max())
+                worst = max(worst, err)
+                if not err < 2e-2:
+                    failures.append(f"{q_heads}/{kv_heads}x{dim} B{batch} L{length} "
+                                    f"{chosen.short()}: {err}")
+    assert not failures, failures
+    print(f"worst abs error against fp32: {worst:.2e}")
+
+
+def test_compiled_qb_captures_one_checked_graph_with_its_attention_kernel(workdir):
+    from quantbench.kernels.attention import plan
+
+    schemes = ["bf16", "qb-int4"]
+    proc = quantbench("run", "--model", "random:llama-3.2-1b", "--runtime",
+                      "compiled-fused,compiled-qb", "--schemes", ",".join(schemes),
+                      "--prompt-tokens", "128", "--new-tokens", "64", "--warmup", "1",
+                      "--runs", "3", "--cell-timeout", "600", "--no-repeat-baseline",
+                      cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    by = {(r["runtime"], r["scheme"]): r for r in export_json(workdir)}
+    for scheme in schemes:
+        qb, fused = by[("compiled-qb", scheme)], by[("compiled-fused", scheme)]
+        assert qb["status"] == "ok", qb["error"]
+        c = qb["info"]["compiled"]
+        assert c["compile"]["graph_breaks"] == 0, c["compile"]
+        assert c["cuda_graph"]["captured"] is True, c["cuda_graph"]
+        attn = qb["info"]["attention"]
+        assert attn["decode"].startswith("quantbench Triton"), attn
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        # 1B preset: 8 KV heads, a static cache of 128 + 64 + 8 positions
+        assert attn["launches"] == {"B1 Hq32 Hkv8 L200 D64": plan(1, 8, 200, sms).short()}, attn
+        names = " ".join(t["name"] for t in c["profile"]["top"])
+        assert "qb_decode_attention" in names, c["profile"]["top"]
+        print(scheme, "kernels/token (fused, qb):",
+              fused["info"]["compiled"]["profile"]["kernels_per_token"],
+              c["profile"]["kernels_per_token"], "decode tok/s (fused, qb):",
+              fused["metrics"]["decode_tok_s"]["median"], qb["metrics"]["decode_tok_s"]["median"])

@@ -43,13 +43,18 @@ class Lowered:
             found[match.group(1)] = found.get(match.group(1), 0) + 1
         return found
 
+    def async_copies(self) -> dict[int, int]:
+        """PTX asynchronous global-to-shared copies (a pipelined loop's loads) by bytes each."""
+        found: dict[int, int] = {}
+        for match in re.finditer(r"cp\.async\.c[ag]\.shared\.global[^,]*,[^,]*,\s*(0x[0-9a-f]+|\d+)",
+                                 self.ptx):
+            size = int(match.group(1), 0)
+            found[size] = found.get(size, 0) + 1
+        return found
+
 
 def lower(fmt: str, block_m: int, block_n: int, block_k: int, split_k: int, num_warps: int,
           num_stages: int, group: int = 128, arch: int = 90, x_dtype: str = "bf16") -> Lowered:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from quantbench.kernels.gemv import FORMATS, wo_matmul_kernel
 
     weight = {"bf16": "*bf16", "int8": "*i8"}.get(fmt, "*u8")
@@ -59,10 +64,22 @@ def lower(fmt: str, block_m: int, block_n: int, block_k: int, split_k: int, num_
            "stride_sn": "i32", "stride_os": "i32", "stride_om": "i32"}
     consts = {"FORMAT": FORMATS[fmt], "GROUP": group, "BLOCK_M": block_m, "BLOCK_N": block_n,
               "BLOCK_K": block_k, "SPLIT_K": split_k, "USE_DOT": block_m >= 16}
-    sig.update({name: "constexpr" for name in consts})
+    return compile_for(wo_matmul_kernel, sig, consts, _DIVISIBLE, arch, num_warps, num_stages)
+
+
+def compile_for(fn, sig: dict, consts: dict, divisible, arch: int = 90, num_warps: int = 4,
+                num_stages: int = 2) -> Lowered:
+    """Lower a @triton.jit function for a CUDA target: `sig` its runtime arguments' types in
+    order, `consts` its constexprs, `divisible` the arguments a real launch specializes as
+    multiples of 16."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = {**sig, **{name: "constexpr" for name in consts}}
     names = list(sig)
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in _DIVISIBLE}
-    source = ASTSource(fn=wo_matmul_kernel, signature=sig, constexprs=consts, attrs=attrs)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible}
+    source = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": num_warps, "num_stages": num_stages})
     return Lowered(kernel.asm["ttgir"], kernel.asm["ptx"])

@@ -428,6 +428,9 @@ class CompiledRuntime(EagerRuntime):
     # 2026-11-29-h200-speed-of-light.md: on the 1B preset inductor already ran q/k/v as one
     # kernel, and the 8B bf16 figure fused was below an earlier unfused one on another machine).
     fuse = False
+    # "sdpa": transformers' attention at every step; "quantbench": its decode attention kernel
+    # at decode steps (runtimes/attention.py), SDPA for the prefill.
+    attention = "sdpa"
 
     def prepare_model(self, model, scheme):
         if not self.fuse:
@@ -446,12 +449,17 @@ class CompiledRuntime(EagerRuntime):
         from quantbench.kvcache.layers import stored_bytes
         from quantbench.schemes import get as get_scheme
 
+        if self.attention == "quantbench":
+            from quantbench.runtimes.attention import install
+
+            info["attention"] = install(model, device)
         decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens,
                                   tuning=self.tuning, kv=kvcache.get(get_scheme(cell.scheme).kv))
         start = time.perf_counter()
         info["compiled"] = decoder.prepare(cell.prompt["ids"])
         info["compiled"]["prepare_s"] = time.perf_counter() - start  # never inside the timings
-        info["kv_positions_read"] = decoder.max_cache_len  # attention reads the whole static cache
+        if self.attention == "sdpa":  # SDPA reads the whole static cache, masked
+            info["kv_positions_read"] = decoder.max_cache_len
         held = stored_bytes(decoder.cache)
         if held:  # the static buffers, whole: what each step reads
             info["kv_cache"].update({
@@ -467,6 +475,14 @@ class FusedRuntime(CompiledRuntime):
     description = ("as compiled, with q/k/v and gate/up fused into one layer each at load "
                    "(one matmul each per step, for every scheme that quantizes per row or group)")
     fuse = True
+
+
+class QbRuntime(FusedRuntime):
+    name = "compiled-qb"
+    description = ("as compiled-fused, with quantbench's Triton decode attention at each step "
+                   "(reads only the positions written so far, no mask, no K/V copies for "
+                   "grouped-query heads); SDPA for the prefill")
+    attention = "quantbench"
 
 
 class PlainRuntime(CompiledRuntime):
@@ -485,5 +501,6 @@ class TunedRuntime(CompiledRuntime):
 
 register(CompiledRuntime())
 register(FusedRuntime())
+register(QbRuntime())
 register(PlainRuntime())
 register(TunedRuntime())

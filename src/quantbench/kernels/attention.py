@@ -1,0 +1,143 @@
+"""Decode attention in Triton: one new token per sequence against a static KV cache, the
+flash-decoding way (split the cache's positions across programs, combine the partial softmaxes).
+
+Why not SDPA at a decode step: with a static cache, SDPA reads every position of the cache (the
+prefill's and the empty ones beyond the current token, masked), needs a mask tensor built per
+step, and transformers expands K and V to the query heads for grouped-query attention first (two
+copy kernels a layer on the 1B preset: 32 of its 231 kernels a token, H100,
+docs/results/2026-12-06-gemlite.md). This kernel reads only the positions written so far, takes
+the current position from a device tensor (nothing frozen into a CUDA graph), and lets one
+program serve a KV head's whole query group, so each K/V byte is read once.
+
+Layout: q [B, Hq, 1, D], k and v [B, Hkv, L, D] (transformers' StaticCache), the position of the
+token being decoded in `pos` ([1, 1] or [B, 1]: the cache holds positions 0..pos). Output
+[B, 1, Hq, D], as transformers' attention functions return it.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+# Positions a program reads per step of its loop: a 64 x 128 bf16 K tile is 16 KB.
+BLOCK_N = 64
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a launch splits the cache: `splits` programs per KV head, `chunk` positions each
+    (a multiple of BLOCK_N). splits == 1 writes the output directly; more add a combine."""
+
+    splits: int
+    chunk: int
+    block_n: int = BLOCK_N
+    num_warps: int = 4
+
+    def short(self) -> str:
+        return f"splits{self.splits} chunk{self.chunk} n{self.block_n} w{self.num_warps}"
+
+
+def plan(batch: int, kv_heads: int, max_len: int, sms: int, splits: int | None = None) -> Plan:
+    """Enough programs to give every multiprocessor one (B x Hkv x splits ~ sms), never a
+    split with less than one block of positions. `splits` forces a count (benchmarks)."""
+    blocks = -(-max_len // BLOCK_N)
+    if splits is None:
+        splits = -(-sms // max(1, batch * kv_heads))
+    splits = max(1, min(splits, blocks))
+    chunk = -(-blocks // splits) * BLOCK_N
+    return Plan(splits=-(-max_len // chunk), chunk=chunk)
+
+
+def reference(q, k, v, pos, scale: float):
+    """The kernel's definition in torch (fp32 math): what runs where Triton cannot, and what
+    the tests hold the kernel to."""
+    batch, q_heads, _, dim = q.shape
+    kv_heads, length = k.shape[1], k.shape[2]
+    group = q_heads // kv_heads
+    qf = q.float().reshape(batch, kv_heads, group, dim)
+    scores = torch.einsum("bhgd,bhnd->bhgn", qf, k.float()) * scale
+    valid = torch.arange(length, device=q.device) <= pos.reshape(-1, 1, 1, 1)
+    scores = scores.masked_fill(~valid, float("-inf"))
+    out = torch.einsum("bhgn,bhnd->bhgd", scores.softmax(dim=-1), v.float())
+    return out.reshape(batch, q_heads, 1, dim).transpose(1, 2).to(q.dtype)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=None)
+def _op():
+    from torch.library import triton_op, wrap_triton
+
+    from quantbench.kernels.attention_kernels import (qb_decode_attention as split_kernel,
+                                                      qb_decode_attention_combine as combine_kernel)
+
+    @triton_op("quantbench::decode_attention", mutates_args=())
+    def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
+                         scale: float, splits: int, chunk: int, block_n: int,
+                         num_warps: int) -> torch.Tensor:
+        batch, q_heads, _, dim = q.shape
+        kv_heads = k.shape[1]
+        group = q_heads // kv_heads
+        out = torch.empty((batch, 1, q_heads, dim), dtype=q.dtype, device=q.device)
+        if splits > 1:
+            part = torch.empty((batch * q_heads * splits, dim), dtype=torch.float32,
+                               device=q.device)
+            lse = torch.empty((batch * q_heads * splits,), dtype=torch.float32, device=q.device)
+        else:  # not read: the kernel writes the output itself
+            part = lse = out
+        block_d = max(16, _pow2(dim))  # tl.dot's smallest side
+        wrap_triton(split_kernel)[(batch * kv_heads, splits)](
+            q, k, v, pos, out, part, lse,
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), pos.stride(0) if pos.shape[0] > 1 else 0,
+            out.stride(0), out.stride(2), scale * 1.4426950408889634,
+            KV_HEADS=kv_heads, GROUP=group, BLOCK_G=max(16, _pow2(group)), HEAD_DIM=dim,
+            BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, SPLITS=splits, num_warps=num_warps)
+        if splits > 1:
+            wrap_triton(combine_kernel)[(batch * q_heads,)](
+                part, lse, out, out.stride(0), out.stride(2), Q_HEADS=q_heads, HEAD_DIM=dim,
+                BLOCK_D=block_d, SPLITS=splits, BLOCK_S=_pow2(splits), num_warps=4)
+        return out
+
+    return torch.ops.quantbench.decode_attention
+
+
+def register() -> None:
+    """Before any graph is traced: a traced call then sees only the operator."""
+    _op()
+
+
+def decode_attention(q, k, v, pos, scale: float, chosen: Plan):
+    """q [B, Hq, 1, D], k/v [B, Hkv, L, D] (last dimension contiguous), pos [1 or B, 1] ->
+    [B, 1, Hq, D]."""
+    register()
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k = k if k.stride(-1) == 1 else k.contiguous()
+    v = v if v.stride(-1) == 1 else v.contiguous()
+    pos = pos.reshape(-1)
+    return torch.ops.quantbench.decode_attention(q, k, v, pos, float(scale), chosen.splits,
+                                                 chosen.chunk, chosen.block_n, chosen.num_warps)
+
+
+def lower(head_dim: int, group: int, splits: int, arch: int = 90, dtype: str = "bf16"):
+    """The split kernel as a GPU of compute capability `arch` would run it, compiled on any
+    machine (kernels.asm): its TTGIR and PTX."""
+    from quantbench.kernels import asm
+
+    from quantbench.kernels.attention_kernels import qb_decode_attention as split_kernel
+    ptrs = {"q_ptr": f"*{dtype}", "k_ptr": f"*{dtype}", "v_ptr": f"*{dtype}", "pos_ptr": "*i64",
+            "out_ptr": f"*{dtype}", "part_ptr": "*fp32" if splits > 1 else f"*{dtype}",
+            "lse_ptr": "*fp32" if splits > 1 else f"*{dtype}"}
+    strides = ["stride_qb", "stride_qh", "stride_kb", "stride_kh", "stride_kn", "stride_vb",
+               "stride_vh", "stride_vn", "stride_pb", "stride_ob", "stride_oh"]
+    sig = {**ptrs, **{name: "i32" for name in strides}, "scale_log2": "fp32"}
+    consts = {"KV_HEADS": 8, "GROUP": group, "BLOCK_G": max(16, _pow2(group)),
+              "HEAD_DIM": head_dim, "BLOCK_D": max(16, _pow2(head_dim)), "BLOCK_N": BLOCK_N,
+              "CHUNK": BLOCK_N * 2, "SPLITS": splits}
+    # A static cache's strides are multiples of 16 elements; pos's stride is 0 or 1.
+    divisible = list(ptrs) + [s for s in strides if s != "stride_pb"]
+    return asm.compile_for(split_kernel, sig, consts, divisible, arch)

@@ -1,0 +1,95 @@
+"""quantbench's decode attention inside a transformers model: registered as an attention
+implementation ("quantbench_decode") so no model code is rewritten. A decode step (one query
+token, a plain causal mask, no padding) runs quantbench.kernels.attention; everything else (the
+prefill, a padded batch, a sliding window) runs transformers' SDPA as before.
+
+The causal mask of a decode step is what the kernel already knows (positions 0..pos), so the
+mask function registered with it builds none: that removes the mask's kernels from the step too.
+"""
+
+from __future__ import annotations
+
+NAME = "quantbench_decode"
+
+
+def _mask(*args, q_length=None, attention_mask=None, mask_function=None, **kwargs):
+    from transformers import masking_utils
+
+    if (q_length == 1 and attention_mask is None
+            and mask_function is masking_utils.causal_mask_function):
+        return None  # the kernel masks by position
+    return masking_utils.sdpa_mask(*args, q_length=q_length, attention_mask=attention_mask,
+                                   mask_function=mask_function, **kwargs)
+
+
+class DecodeAttention:
+    """The attention function; `record` is what the cell's record says of it."""
+
+    def __init__(self, device: str):
+        from quantbench.kernels import attention
+        from quantbench.kernels.layers import kernel_available
+        from quantbench.kernels.ops import interpreting
+
+        self.on_kernel = (device.startswith("cuda") or interpreting()) and kernel_available()
+        self.sms = 4
+        if device.startswith("cuda"):
+            import torch
+
+            self.sms = torch.cuda.get_device_properties(device).multi_processor_count
+        if self.on_kernel:
+            attention.register()
+        self.record = {
+            "implementation": NAME,
+            "decode": ("quantbench Triton decode attention (torch.ops.quantbench.decode_attention):"
+                       " reads the positions written so far, one program per KV head's query "
+                       "group, the cache split across programs" if self.on_kernel else
+                       "reference: quantbench's decode attention in torch math (its Triton "
+                       "kernel runs on CUDA devices)"),
+            "prefill": "transformers SDPA",
+            "launches": {}}
+
+    def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                 **kwargs):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        pos = kwargs.get("position_ids")
+        if query.shape[2] != 1 or attention_mask is not None or dropout:
+            return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                          dropout=dropout, scaling=scaling, **kwargs)
+        if pos is None:  # no mask was built for this step either: SDPA would read every slot
+            raise RuntimeError(
+                f"quantbench's decode attention needs each step's position_ids, and this "
+                f"{type(module).__name__} does not pass them to its attention function: use "
+                "--runtime compiled-fused for this model")
+        import torch
+
+        from quantbench.kernels import attention
+
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        if not self.on_kernel:
+            return attention.reference(query, key, value, pos, scale), None
+        batch, kv_heads, length = key.shape[0], key.shape[1], key.shape[2]
+        chosen = attention.plan(batch, kv_heads, length, self.sms)
+        if not torch.compiler.is_compiling():  # the eager step before compiling records it
+            self.record["launches"].setdefault(
+                f"B{batch} Hq{query.shape[1]} Hkv{kv_heads} L{length} D{query.shape[-1]}",
+                chosen.short())
+        return attention.decode_attention(query, key, value, pos, scale, chosen), None
+
+
+def install(model, device: str) -> dict:
+    """Make `model` attend through quantbench's decode attention; returns the record."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    function = DecodeAttention(device)
+    AttentionInterface.register(NAME, function)
+    AttentionMaskInterface.register(NAME, _mask)
+    try:
+        model.set_attn_implementation(NAME)
+    except (AttributeError, ValueError):  # versions that vet the name against their own list
+        model.config._attn_implementation_internal = NAME
+    if model.config._attn_implementation != NAME:
+        raise RuntimeError(f"transformers kept attention {model.config._attn_implementation!r} "
+                           f"after {NAME!r} was set")
+    return function.record
