@@ -12,7 +12,8 @@ token at the cache's last position, so every position counts):
                 transformers does in the compiled runtimes' step)
   sdpa-gqa      torch.compile'd SDPA with enable_gqa=True and the mask (no copies)
   qb            quantbench's kernel with its default plan (splits from the SM count)
-  qb-splitsN    the same kernel forced to N splits (1: no combine kernel)
+  qb-splitsN    the same kernel forced to N splits: 1 (no combine kernel), twice the default,
+                and one block of 64 positions a split (the most programs)
 Each cycles through enough caches (twice the L2) that no call finds its K/V in L2, as a step
 does after reading the layer's weights.
 """
@@ -47,7 +48,7 @@ def competitors(torch, q, caches, pos, scale, sms, batch, kv_heads, length):
         compiled = torch.compile(fn, fullgraph=True, dynamic=False)
         out[name] = [lambda k=k, v=v, c=compiled: c(q, k, v, mask) for k, v in caches]
     plans = {"qb": attention.plan(batch, kv_heads, length, sms)}
-    for splits in (1, 2 * plans["qb"].splits):
+    for splits in (1, 2 * plans["qb"].splits, -(-length // attention.BLOCK_N)):
         forced = attention.plan(batch, kv_heads, length, sms, splits)
         if forced != plans["qb"]:
             plans[f"qb-splits{forced.splits}"] = forced

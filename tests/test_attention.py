@@ -49,15 +49,19 @@ def test_the_reference_is_sdpa_with_the_causal_mask_of_a_decode_step():
 
 
 def test_plans_fill_the_gpu_and_never_split_below_one_block():
-    from quantbench.kernels.attention import BLOCK_N, plan
+    from quantbench.kernels.attention import BLOCK_N, MIN_CHUNK, plan
 
-    one = plan(batch=1, kv_heads=8, max_len=264, sms=132)  # 1B preset, batch 1, 128+128
-    assert one.splits == 5 and one.chunk == BLOCK_N  # 17 wanted, 5 blocks of positions
-    assert plan(batch=32, kv_heads=8, max_len=264, sms=132).splits == 1  # 256 programs already
+    # 1B preset, batch 1, 128 + 128 tokens: 17 splits wanted for 132 SMs, but 264 positions
+    # are one split's worth (no combine kernel)
+    assert plan(batch=1, kv_heads=8, max_len=264, sms=132) == plan(1, 8, 264, 132, splits=1)
+    assert plan(batch=1, kv_heads=8, max_len=264, sms=132).chunk >= 264
+    assert plan(batch=1, kv_heads=8, max_len=1024, sms=132).splits == 1024 // MIN_CHUNK
+    assert plan(batch=32, kv_heads=8, max_len=4096, sms=132).splits == 1  # 256 programs already
     long = plan(batch=1, kv_heads=8, max_len=32768, sms=132)
     assert long.splits == 17 and long.splits * long.chunk >= 32768
     assert long.chunk % BLOCK_N == 0 and (long.splits - 1) * long.chunk < 32768
-    assert plan(batch=1, kv_heads=8, max_len=1000, sms=132, splits=1).chunk >= 1000
+    forced = plan(batch=1, kv_heads=8, max_len=264, sms=132, splits=5)  # benchmarks force
+    assert forced.splits == 5 and forced.chunk == BLOCK_N
 
 
 def test_the_kernel_matches_its_reference_for_every_split_group_and_position():
@@ -175,8 +179,8 @@ def test_the_kernel_decodes_a_models_logits_under_the_interpreter():
                 "import test_attention as t"))
     assert out["err"] < 1e-4, out
     assert out["record"]["decode"].startswith("quantbench Triton")
-    # tiny: 2 KV heads of 2 query heads each, a cache of 200 positions split for 4 "SMs"
-    assert out["record"]["launches"] == {"B1 Hq4 Hkv2 L200 D16": "splits2 chunk128 n64 w4"}
+    # tiny: 2 KV heads of 2 query heads each; a cache of 200 positions is one split's worth
+    assert out["record"]["launches"] == {"B1 Hq4 Hkv2 L200 D16": "splits1 chunk256 n64 w4"}
 
 
 def test_compiled_qb_runs_beside_compiled_fused_with_the_same_tokens(workdir):

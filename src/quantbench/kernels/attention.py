@@ -23,6 +23,10 @@ import torch
 
 # Positions a program reads per step of its loop: a 64 x 128 bf16 K tile is 16 KB.
 BLOCK_N = 64
+# Fewest positions worth a split of their own: below this the combine kernel (one more launch a
+# layer) costs more than the parallelism saves. A guess until benchmarks/decode_attention.py
+# has run on a GPU (it times the default plan against 1 split and twice as many).
+MIN_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,11 @@ class Plan:
 
 def plan(batch: int, kv_heads: int, max_len: int, sms: int, splits: int | None = None) -> Plan:
     """Enough programs to give every multiprocessor one (B x Hkv x splits ~ sms), never a
-    split with less than one block of positions. `splits` forces a count (benchmarks)."""
+    split of fewer than MIN_CHUNK positions (a forced count: fewer than one block).
+    `splits` forces a count (benchmarks)."""
     blocks = -(-max_len // BLOCK_N)
     if splits is None:
-        splits = -(-sms // max(1, batch * kv_heads))
+        splits = min(-(-sms // max(1, batch * kv_heads)), max_len // MIN_CHUNK)
     splits = max(1, min(splits, blocks))
     chunk = -(-blocks // splits) * BLOCK_N
     return Plan(splits=-(-max_len // chunk), chunk=chunk)
