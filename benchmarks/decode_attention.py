@@ -35,14 +35,14 @@ def competitors(torch, q, caches, pos, scale, sms, batch, kv_heads, length):
     def expand(q, k, v, mask):
         k = k.repeat_interleave(group, dim=1)
         v = v.repeat_interleave(group, dim=1)
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                                scale=scale)
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=scale).transpose(1, 2)  # as the kernel returns it
 
     def gqa(q, k, v, mask):
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                                scale=scale, enable_gqa=True)
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=scale, enable_gqa=True).transpose(1, 2)
 
-    mask = (torch.arange(length, device="cuda") <= pos.reshape(-1, 1, 1, 1))
+    mask = torch.arange(length, device=q.device) <= pos.reshape(-1, 1, 1, 1)
     out = {}
     for name, fn in (("sdpa-expand", expand), ("sdpa-gqa", gqa)):
         compiled = torch.compile(fn, fullgraph=True, dynamic=False)
@@ -98,7 +98,11 @@ def main() -> None:
                            "plan": plans.get(name), "kv_bytes": kv_bytes, "copies": copies}
                     try:
                         with torch.no_grad():
-                            row["max_abs_err"] = float((calls[0]().float() - ref).abs().max())
+                            first = calls[0]()
+                            if first.shape != ref.shape:
+                                raise ValueError(f"output {tuple(first.shape)}, reference "
+                                                 f"{tuple(ref.shape)}")
+                            row["max_abs_err"] = float((first.float() - ref).abs().max())
                             for call in calls:
                                 call()  # compile outside the timing
                             row["us"] = bench(lambda calls=calls: [c() for c in calls]) / copies
