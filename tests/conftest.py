@@ -58,3 +58,14 @@ def _own_device_locks(tmp_path_factory):
     (nor does a user's run make the suite fail)."""
     os.environ["QUANTBENCH_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _gpu_tests_need_cuda(request):
+    """A test marked gpu fails, not skips, where no GPU is visible: `pytest -m gpu` asked."""
+    if request.node.get_closest_marker("gpu") is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.fail("pytest -m gpu was asked for, but no CUDA GPU is visible")

@@ -132,8 +132,8 @@ def lower(head_dim: int, group: int, splits: int, arch: int = 90, dtype: str = "
     """The split kernel as a GPU of compute capability `arch` would run it, compiled on any
     machine (kernels.asm): its TTGIR and PTX."""
     from quantbench.kernels import asm
-
     from quantbench.kernels.attention_kernels import qb_decode_attention as split_kernel
+
     ptrs = {"q_ptr": f"*{dtype}", "k_ptr": f"*{dtype}", "v_ptr": f"*{dtype}", "pos_ptr": "*i64",
             "out_ptr": f"*{dtype}", "part_ptr": "*fp32" if splits > 1 else f"*{dtype}",
             "lse_ptr": "*fp32" if splits > 1 else f"*{dtype}"}

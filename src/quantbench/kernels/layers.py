@@ -18,6 +18,14 @@ def kernel_available() -> bool:
     return True
 
 
+def kernel_runs_on(device: str) -> bool:
+    """Whether quantbench's Triton kernels run for `device`: a CUDA device, or any device under
+    Triton's interpreter (TRITON_INTERPRET=1); elsewhere their torch reference runs."""
+    from quantbench.kernels.ops import interpreting
+
+    return (device.startswith("cuda") or interpreting()) and kernel_available()
+
+
 class QbLinear(torch.nn.Module):
     def __init__(self, packed: formats.PackedWeight, out_features: int, bias=None):
         super().__init__()
@@ -131,12 +139,10 @@ def replace_linears(model, make, skip: tuple[str, ...]) -> int:
 def launch_record(model, device: str) -> dict | None:
     """What the cell's record says of quantbench's kernel: which path ran the layers, and (filled
     as the layers run) each shape's launch config. None when the model holds no QbLinear."""
-    from quantbench.kernels.ops import interpreting
-
     layers = [m for m in model.modules() if isinstance(m, QbLinear)]
     if not layers:
         return None
-    on_kernel = (device.startswith("cuda") or interpreting()) and kernel_available()
+    on_kernel = kernel_runs_on(device)
     record = {"layers": len(layers),
               "path": ("quantbench Triton kernel (torch.ops.quantbench.wo_matmul)" if on_kernel
                        else "reference: the dequantized weight times the input (F.linear); "

@@ -27,11 +27,10 @@ class DecodeAttention:
 
     def __init__(self, device: str):
         from quantbench.kernels import attention
-        from quantbench.kernels.layers import kernel_available
-        from quantbench.kernels.ops import interpreting
+        from quantbench.kernels.layers import kernel_runs_on
 
-        self.on_kernel = (device.startswith("cuda") or interpreting()) and kernel_available()
-        self.sms = 4
+        self.on_kernel = kernel_runs_on(device)
+        self.sms = 4  # under the interpreter no GPU to count: 4 stands for its multiprocessors
         if device.startswith("cuda"):
             import torch
 
