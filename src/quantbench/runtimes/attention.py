@@ -38,6 +38,7 @@ class DecodeAttention:
         from quantbench.kernels.layers import kernel_runs_on
 
         self.on_kernel = kernel_runs_on(device)
+        self.plans = {}  # (batch, KV heads, cache length) -> attention.Plan
         self.sms = 4  # under the interpreter no GPU to count: 4 stands for its multiprocessors
         if device.startswith("cuda"):
             self.sms = torch.cuda.get_device_properties(device).multi_processor_count
@@ -68,11 +69,16 @@ class DecodeAttention:
         if not self.on_kernel:
             return attention.reference(query, key, value, pos, scale), None
         batch, kv_heads, length = key.shape[0], key.shape[1], key.shape[2]
-        chosen = attention.plan(batch, kv_heads, length, self.sms)
-        if not torch.compiler.is_compiling():  # the eager step before compiling records it
-            self.record["launches"].setdefault(
-                f"B{batch} Hq{query.shape[1]} Hkv{kv_heads} L{length} D{query.shape[-1]}",
-                chosen.short())
+        # Planned in the eager step the compiled runtime runs before tracing, so the trace
+        # only looks the plan up (no dataclass built under Dynamo)
+        chosen = self.plans.get((batch, kv_heads, length))
+        if chosen is None:
+            chosen = attention.plan(batch, kv_heads, length, self.sms)
+            if not torch.compiler.is_compiling():
+                self.plans[(batch, kv_heads, length)] = chosen
+                self.record["launches"][
+                    f"B{batch} Hq{query.shape[1]} Hkv{kv_heads} L{length} D{query.shape[-1]}"
+                ] = chosen.short()
         return attention.decode_attention(query, key, value, pos, scale, chosen), None
 
 
