@@ -81,12 +81,18 @@ def _pow2(n: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _op():
-    from torch.library import triton_op, wrap_triton
+    # An opaque custom_op, not a triton_op: Inductor then calls it as it stands (the Triton JIT
+    # launches the kernels, as in the eager step) instead of compiling the kernels itself. As a
+    # triton_op, torch 2.11's Inductor failed every compiled-qb cell on an H100 (2026-12-06:
+    # "SubprocException: An exception occurred in a subprocess") and the cells ran eager
+    # kernels. Nothing is lost: Inductor fuses nothing into a user kernel, and the CUDA graph
+    # replays the launches without the Python around them.
+    from torch.library import custom_op
 
     from quantbench.kernels.attention_kernels import (qb_decode_attention as split_kernel,
                                                       qb_decode_attention_combine as combine_kernel)
 
-    @triton_op("quantbench::decode_attention", mutates_args=())
+    @custom_op("quantbench::decode_attention", mutates_args=())
     def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
                          scale: float, splits: int, chunk: int, block_n: int,
                          num_warps: int) -> torch.Tensor:
@@ -101,7 +107,7 @@ def _op():
         else:  # not read: the kernel writes the output itself
             part = lse = out
         block_d = max(16, _pow2(dim))  # tl.dot's smallest side
-        wrap_triton(split_kernel)[(batch * kv_heads, splits)](
+        split_kernel[(batch * kv_heads, splits)](
             q, k, v, pos, out, part, lse,
             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), pos.stride(0) if pos.shape[0] > 1 else 0,
@@ -109,10 +115,15 @@ def _op():
             KV_HEADS=kv_heads, GROUP=group, BLOCK_G=max(16, _pow2(group)), HEAD_DIM=dim,
             BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, SPLITS=splits, num_warps=num_warps)
         if splits > 1:
-            wrap_triton(combine_kernel)[(batch * q_heads,)](
+            combine_kernel[(batch * q_heads,)](
                 part, lse, out, out.stride(0), out.stride(2), Q_HEADS=q_heads, HEAD_DIM=dim,
                 BLOCK_D=block_d, SPLITS=splits, BLOCK_S=_pow2(splits), num_warps=4)
         return out
+
+    @decode_attention.register_fake
+    def _(q, k, v, pos, scale, splits, chunk, block_n, num_warps):
+        batch, q_heads, _, dim = q.shape
+        return q.new_empty((batch, 1, q_heads, dim))
 
     return torch.ops.quantbench.decode_attention
 
