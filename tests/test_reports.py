@@ -184,3 +184,30 @@ def test_one_column_spec_drives_every_view(measured, monkeypatch):
     table.print_comparison(console, records)
     assert "only-in-documents" not in console.export_text()
     assert "| only-in-documents |" in markdown.results_table(records)
+
+
+def test_a_compiled_cell_that_fell_back_to_eager_kernels_says_so_in_its_row(measured):
+    """The compiled runtime measures the step's eager kernels when the compile fails (the
+    record's compile.error): the terminal row must say so, or the cell passes for compiled.
+    On an H100 every compiled-qb cell did this (2026-12-06) with nothing in the table but a
+    compile time of 0 s."""
+    import copy
+    import io
+
+    from rich.console import Console
+
+    from quantbench.report import table
+
+    root, runs = measured
+    records = export_json(root, run=runs[0])
+    assert not any(table.note_text(r) for r in records)
+    fell_back = copy.deepcopy(records[1])
+    fell_back["info"]["compiled"] = {  # as runtimes/compiled.py writes it
+        "compile": {"backend": "inductor", "error": "Unsupported: Bad import result",
+                    "seconds": 0.3, "consequence": "the step's eager kernels are used instead"},
+        "cuda_graph": {"captured": True, "replays_per_token": 1}}
+    note = table.note_text(fell_back)
+    assert note == "not compiled (Unsupported: Bad import result): eager kernels measured"
+    console = Console(width=200, file=io.StringIO(), record=True)
+    table.print_comparison(console, [records[0], fell_back])
+    assert "eager kernels measured" in " ".join(console.export_text().split())

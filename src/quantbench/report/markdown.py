@@ -292,14 +292,17 @@ def drift_summary(records: list[dict]) -> list[str]:
 
 
 def graph_note(record: dict) -> str:
-    """For a compiled cell that did not replay one CUDA graph per token: why."""
+    """For a compiled cell that did not compile, or did not replay one CUDA graph per token:
+    why. A compile that failed leaves the step's eager kernels measured under the compiled
+    runtime's name, which only this note tells apart."""
     compiled = record.get("info", {}).get("compiled") or {}
+    failed = (compiled.get("compile") or {}).get("error")
+    notes = [f"not compiled ({failed}): eager kernels measured"] if failed else []
     graph = compiled.get("cuda_graph") or {}
-    if not compiled or graph.get("captured"):
-        return ""
-    if not record["device"].startswith("cuda"):
-        return "compiled, no CUDA graph on a CPU"
-    return f"no CUDA graph ({graph.get('reason', 'not recorded')})"
+    if compiled and not graph.get("captured"):
+        notes.append("compiled, no CUDA graph on a CPU" if not record["device"].startswith("cuda")
+                     else f"no CUDA graph ({graph.get('reason', 'not recorded')})")
+    return "; ".join(notes)
 
 
 def contention_note(record: dict) -> str:
