@@ -263,3 +263,47 @@ def test_quantized_weights_live_in_anonymous_memory_not_in_the_mapped_checkpoint
     parts = json.loads(proc.stdout.strip().splitlines()[-1])
     assert parts["data_file"] < 50e6, parts  # before the fix: ~425 MB of checkpoint pages
     assert parts["anon"] > 200e6  # the int8 weights (220 MB) are the process's own
+
+
+def test_uncommitted_code_is_an_environment_of_its_own(tmp_path):
+    """A cell is reused only in the same environment, commit included. Uncommitted edits on one
+    HEAD used to read `<sha>-dirty` whatever they were, so a run of edited code could reuse a
+    cell measured before the edit (a lent GPU machine's copy of the tree is always 'dirty' on
+    the session's first HEAD). Real git, the package copied, a fresh interpreter per reading."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "quantbench", src / "quantbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / ".gitignore").write_text("__pycache__/\n")
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+                              cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "base")
+    head = git("rev-parse", "HEAD").strip()
+
+    def commit_recorded():
+        out = subprocess.run(
+            [sys.executable, "-c", "import quantbench, quantbench.environment as e; "
+             "print(quantbench.__file__); print(e.git_commit())"],
+            capture_output=True, text=True, check=True,
+            env=cli_env(PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1"))
+        where, commit = out.stdout.split()
+        assert where.startswith(str(src)), where  # the copy, not the installed package
+        return commit
+
+    assert commit_recorded() == head
+    edited = src / "quantbench" / "kernels" / "attention.py"
+    original = edited.read_text()
+    edited.write_text(original + "\nMIN_CHUNK = 128\n")
+    first = commit_recorded()
+    edited.write_text(original + "\nMIN_CHUNK = 512\n")
+    second = commit_recorded()
+    assert first.startswith(f"{head}-dirty-") and second.startswith(f"{head}-dirty-")
+    assert first != second
+    edited.write_text(original)
+    assert commit_recorded() == head

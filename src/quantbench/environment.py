@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -31,7 +32,21 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def source_digest(package: Path | None = None) -> str:
+    """The package's Python source, hashed: which code ran when the commit alone cannot say."""
+    package = package or Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def git_commit() -> str | None:
+    """HEAD, and for a tree with uncommitted changes `-dirty-<source digest>`: two runs of
+    different uncommitted code on one HEAD must not pass for the same environment (a cell of
+    the first would be reused by the second), nor must a copy of a tree whose git directory
+    is older than its files (a lent GPU machine's)."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
@@ -42,7 +57,8 @@ def git_commit() -> str | None:
         return None
     if out.returncode != 0:
         return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    commit = out.stdout.strip()
+    return f"{commit}-dirty-{source_digest(here)}" if dirty.stdout.strip() else commit
 
 
 def host() -> dict:
