@@ -101,7 +101,16 @@ def test_a_scheme_measured_twice_in_one_run_comes_out_equivalent(workdir):
         ("fp32", "measure"), ("test-fp32-twin", "measure"), ("fp32", "baseline-repeat")]
     twin, repeat = records[1], records[2]
     assert twin["info"]["timed_runs"]["runs"] >= 5
-    assert twin["vs_baseline"]["decode_speedup"]["verdict"] == "equivalent", twin["vs_baseline"]
+    speedup = twin["vs_baseline"]["decode_speedup"]
+    # Never a claim. "Equivalent" wherever the run could tell 6% apart; a run the machine made
+    # noisier than that (the baseline moving more than the margin between its two measurements,
+    # or an interval wider than the margin both ways) may only withhold the verdict. Seen in CI
+    # on a slowed shared host, 2026-12-06: twin 0.81x [0.78, 1.06], baseline drift 11.5%.
+    assert speedup["verdict"] in ("equivalent", "inconclusive"), twin["vs_baseline"]
+    if speedup["verdict"] == "inconclusive":
+        low, high = speedup["ci95"]
+        assert (twin["vs_baseline"]["noise_floor"] > 0.06
+                or (low < 1 - 0.06 and high > 1 + 0.06)), twin["vs_baseline"]
     assert repeat["vs_baseline"]["baseline_drift"]["ratio"] > 0
     drift = repeat["vs_baseline"]["baseline_drift"]
     assert twin["vs_baseline"]["noise_floor"] == pytest.approx(
