@@ -200,14 +200,16 @@ def test_a_compiled_cell_that_fell_back_to_eager_kernels_says_so_in_its_row(meas
 
     root, runs = measured
     records = export_json(root, run=runs[0])
-    assert not any(table.note_text(r) for r in records)
+    # Only the fallback note is in question: a shared host may flag these rows as contended.
+    assert not any("eager kernels" in table.note_text(r) for r in records)
     fell_back = copy.deepcopy(records[1])
     fell_back["info"]["compiled"] = {  # as runtimes/compiled.py writes it
         "compile": {"backend": "inductor", "error": "Unsupported: Bad import result",
                     "seconds": 0.3, "consequence": "the step's eager kernels are used instead"},
         "cuda_graph": {"captured": True, "replays_per_token": 1}}
     note = table.note_text(fell_back)
-    assert note == "not compiled (Unsupported: Bad import result): eager kernels measured"
+    # The row may also say it was contended (a shared host): the fallback is its own part.
+    assert "not compiled (Unsupported: Bad import result): eager kernels measured" in note.split("; ")
     console = Console(width=200, file=io.StringIO(), record=True)
     table.print_comparison(console, [records[0], fell_back])
     assert "eager kernels measured" in " ".join(console.export_text().split())
