@@ -24,12 +24,12 @@ def test_greedy_tokens_match_hf_generate_and_length_is_fixed():
 def test_compiled_runtime_static_cache_matches_the_eager_loop_on_the_cpu():
     """torch.compile (fullgraph) of the static-cache step, here without CUDA graphs: same
     greedy tokens as the eager loop, compile time recorded apart, the missing graph explained."""
-    from quantbench.runtimes import compiled
+    from quantbench.runtimes.static_decoder import CompiledDecoder
 
     model = models.load({"kind": "random", "preset": "tiny"}, torch.float32, "cpu", seed=3)
     ids = torch.randint(0, 512, (2, 12), generator=torch.Generator().manual_seed(0))
     reference = eager.generate(model, ids, 9, "cpu").tokens
-    decoder = compiled.CompiledDecoder(model, "cpu", batch=2, prompt_tokens=12, new_tokens=9)
+    decoder = CompiledDecoder(model, "cpu", batch=2, prompt_tokens=12, new_tokens=9)
     info = decoder.prepare(ids.tolist())
     assert info["compile"]["fullgraph"] and info["compile"]["graph_breaks"] == 0
     assert info["compile"]["seconds"] > info["compile"]["second_call_s"]
@@ -37,7 +37,7 @@ def test_compiled_runtime_static_cache_matches_the_eager_loop_on_the_cpu():
     assert info["compile"]["inductor"]["coordinate_descent_tuning"] is True
     assert info["compile"]["inductor"]["coordinate_descent_check_all_directions"] is False
     assert set(info["compile"]["fx_graph_cache"]) == {"hits", "misses"}
-    # torch's static launcher drops tuning picks on an FX-cache hit (see compiled.INDUCTOR)
+    # torch's static launcher drops tuning picks on an FX-cache hit (see inductor_setup.INDUCTOR)
     assert info["compile"]["inductor"]["use_static_cuda_launcher"] is False
     assert info["compile"]["tuning_s"] >= 0
     for _ in range(2):  # the cache is reset between generations
@@ -54,7 +54,8 @@ def test_the_runtime_owns_the_compiler_settings_not_the_scheme():
     quantbench's schemes it leaves them alone; the runtime sets the tuning, the same for all."""
     import torch._inductor.config as inductor
 
-    from quantbench.runtimes import compiled, get
+    from quantbench.runtimes import get
+    from quantbench.runtimes.inductor_setup import apply_inductor, inductor_settings
     from quantbench.schemes import get as get_scheme
 
     inductor.coordinate_descent_tuning = False
@@ -64,17 +65,17 @@ def test_the_runtime_owns_the_compiler_settings_not_the_scheme():
         assert inductor.coordinate_descent_tuning is False, name
     assert [get(name).tuning for name in ("compiled-plain", "compiled", "compiled-tuned")] == [
         "plain", "one-direction", "all-directions"]
-    applied = compiled._apply_inductor(compiled.inductor_settings("all-directions"))
+    applied = apply_inductor(inductor_settings("all-directions"))
     try:
         assert applied["coordinate_descent_check_all_directions"] is True
         assert inductor.coordinate_descent_tuning and inductor.coordinate_descent_check_all_directions
     finally:
-        compiled._apply_inductor(compiled.inductor_settings("plain"))
+        apply_inductor(inductor_settings("plain"))
     assert inductor.coordinate_descent_tuning is False
 
 
 def test_a_failed_capture_reports_the_operation_that_broke_it_not_only_the_aftermath():
-    from quantbench.runtimes.compiled import _error_text
+    from quantbench.runtimes.step_profile import first_and_last_error
 
     def capture():
         try:
@@ -84,22 +85,22 @@ def test_a_failed_capture_reports_the_operation_that_broke_it_not_only_the_after
 
     with pytest.raises(RuntimeError) as caught:
         capture()
-    assert _error_text(caught.value) == (
+    assert first_and_last_error(caught.value) == (
         "RuntimeError: CUDA error: operation not permitted when stream is capturing (then "
         "RuntimeError: CUDA error: operation failed due to a previous error during capture)")
-    assert _error_text(ValueError("alone")) == "ValueError: alone"
+    assert first_and_last_error(ValueError("alone")) == "ValueError: alone"
 
 
 def test_the_graph_check_accepts_argmax_ties_within_rounding_and_refuses_wrong_tokens():
     """A batch of random-weight rows can flip an argmax between two kernels: the check holds
     the graph's tokens to the uncompiled step's logits within rounding, not to its ids. Fed
     the step's own tokens it agrees; a token far from the best (a frozen host value) fails."""
-    from quantbench.runtimes import compiled
+    from quantbench.runtimes.static_decoder import CompiledDecoder
 
     model = models.load({"kind": "random", "preset": "tiny"}, torch.bfloat16, "cpu", seed=3)
     ids = torch.randint(0, 512, (8, 12), generator=torch.Generator().manual_seed(1))
-    decoder = compiled.CompiledDecoder(model, "cpu", batch=8, prompt_tokens=12, new_tokens=9,
-                                       inductor=False)
+    decoder = CompiledDecoder(model, "cpu", batch=8, prompt_tokens=12, new_tokens=9,
+                              inductor=False)
     decoder.prepare(ids.tolist())
     tokens = torch.tensor(decoder.generate(ids.tolist(), 9).tokens)
     good = decoder.agreement(ids.tolist(), tokens, 8)

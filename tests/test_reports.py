@@ -203,7 +203,7 @@ def test_a_compiled_cell_that_fell_back_to_eager_kernels_says_so_in_its_row(meas
     # Only the fallback note is in question: a shared host may flag these rows as contended.
     assert not any("eager kernels" in table.note_text(r) for r in records)
     fell_back = copy.deepcopy(records[1])
-    fell_back["info"]["compiled"] = {  # as runtimes/compiled.py writes it
+    fell_back["info"]["compiled"] = {  # as runtimes/static_decoder.py writes it
         "compile": {"backend": "inductor", "error": "Unsupported: Bad import result",
                     "seconds": 0.3, "consequence": "the step's eager kernels are used instead"},
         "cuda_graph": {"captured": True, "replays_per_token": 1}}

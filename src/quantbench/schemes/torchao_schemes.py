@@ -39,7 +39,7 @@ def _compiler_untouched(config):
     """torchao's configs set inductor's options process-wide by default (coordinate-descent
     tuning of every kernel, among others): a torchao cell would then compile with other
     settings than its bf16 baseline, and for minutes longer. The runtime owns the compiler's
-    settings, the same for every scheme (runtimes/compiled.py)."""
+    settings, the same for every scheme (runtimes/inductor_setup.py)."""
     import dataclasses
 
     if dataclasses.is_dataclass(config) and any(f.name == "set_inductor_config"
