@@ -14,6 +14,11 @@ token at the cache's last position, so every position counts):
   qb            quantbench's kernel with its default plan (splits from the SM count)
   qb-splitsN    the same kernel forced to N splits: 1 (no combine kernel), twice the default,
                 and one block of 64 positions a split (the most programs)
+  qb+rope-write torch.compile'd: RoPE of q and of the step's key (transformers'
+                apply_rotary_pos_emb), the cache write of key and value (index_copy_, as
+                StaticLayer.update), then qb: compiled-qb's attention from the projections on
+  qb-fold       the folded kernel from the same projections (compiled-qb-fold): RoPE and the
+                cache write inside qb's split kernel
 Each cycles through enough caches (twice the L2) that no call finds its K/V in L2, as a step
 does after reading the layer's weights.
 """
@@ -56,7 +61,36 @@ def competitors(torch, q, caches, pos, scale, sms, batch, kv_heads, length):
     for name, chosen in plans.items():
         out[name] = [lambda k=k, v=v, p=chosen: attention.decode_attention(q, k, v, pos, scale, p)
                      for k, v in caches]
+    new_k, new_v, cos, sin = step_inputs(torch, q, kv_heads)
+    chosen = plans["qb"]
+
+    def rope_write(q, new_k, new_v, k, v):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        q, new_k = apply_rotary_pos_emb(q, new_k, cos, sin)
+        k.index_copy_(2, pos.reshape(-1), new_k)
+        v.index_copy_(2, pos.reshape(-1), new_v)
+        return attention.decode_attention(q, k, v, pos, scale, chosen)
+
+    attention.register()  # traced, decode_attention only looks the operator up
+    unfolded = torch.compile(rope_write, fullgraph=True, dynamic=False)
+    out["qb+rope-write"] = [lambda k=k, v=v: unfolded(q, new_k, new_v, k, v) for k, v in caches]
+    out["qb-fold"] = [lambda k=k, v=v: attention.decode_attention_folded(
+        q, new_k, new_v, cos, sin, k, v, pos, scale, chosen) for k, v in caches]
+    plans["qb+rope-write"] = plans["qb-fold"] = chosen
     return out, {name: p.short() for name, p in plans.items()}
+
+
+def step_inputs(torch, q, kv_heads):
+    """The step's key and value before RoPE, and the rotary cos/sin of its position (seeded:
+    every competitor and the reference get the same)."""
+    generator = torch.Generator(device=q.device).manual_seed(1)
+    batch, _, _, dim = q.shape
+    new_k, new_v = torch.randn(2, batch, kv_heads, 1, dim, device=q.device, dtype=q.dtype,
+                               generator=generator)
+    angle = torch.rand(1, 1, dim // 2, device=q.device, generator=generator) * 6
+    angle = torch.cat((angle, angle), dim=-1)
+    return new_k, new_v, angle.cos().to(q.dtype), angle.sin().to(q.dtype)
 
 
 def main() -> None:
@@ -92,6 +126,10 @@ def main() -> None:
                 pos = torch.tensor([[length - 1]], device="cuda")
                 ref = attention.reference(q.float(), *(t.float() for t in caches[0]), pos,
                                           dim ** -0.5)
+                # from the projections: RoPE, the write at pos, attention (on copies)
+                folded_ref = attention.reference_folded(
+                    q.float(), *(t.float() for t in step_inputs(torch, q, kv_heads)),
+                    *(t.float() for t in caches[0]), pos, dim ** -0.5)
                 fns, plans = competitors(torch, q, caches, pos, dim ** -0.5, sms, batch,
                                          kv_heads, length)
                 for name, calls in fns.items():
@@ -100,10 +138,11 @@ def main() -> None:
                     try:
                         with torch.no_grad():
                             first = calls[0]()
-                            if first.shape != ref.shape:
+                            want = folded_ref if name in ("qb+rope-write", "qb-fold") else ref
+                            if first.shape != want.shape:
                                 raise ValueError(f"output {tuple(first.shape)}, reference "
-                                                 f"{tuple(ref.shape)}")
-                            row["max_abs_err"] = float((first.float() - ref).abs().max())
+                                                 f"{tuple(want.shape)}")
+                            row["max_abs_err"] = float((first.float() - want).abs().max())
                             for call in calls:
                                 call()  # compile outside the timing
                             row["us"] = bench(lambda calls=calls: [c() for c in calls]) / copies

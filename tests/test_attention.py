@@ -109,6 +109,69 @@ def test_the_kernel_matches_its_reference_for_every_split_group_and_position():
     assert out["strided"] < 1e-5, out
 
 
+def test_the_folded_kernel_rotates_writes_and_attends_as_transformers_would():
+    """Folded, the kernel takes the step's q, key and value before RoPE: its output and the
+    cache it leaves must be transformers' (apply_rotary_pos_emb, the cache write at pos, then
+    attention), for a position per sequence, splits that own the new token or not, and cos/sin
+    shared by the batch or per sequence; the torch reference leaves the very same cache."""
+    out = _interpreted("""
+        import json, torch
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+        from quantbench.kernels import attention
+        torch.manual_seed(0)
+        worst = {"same_cache_as_reference": True}
+        cases = ((1, 32, 8, 64, 264, [[0]]), (1, 32, 8, 64, 264, [[130]]),
+                 (3, 4, 4, 16, 100, [[5], [64], [99]]), (2, 12, 2, 128, 72, [[40]]))
+        for dtype in (torch.float32, torch.float16):
+            for batch, q_heads, kv_heads, dim, length, pos in cases:
+                q = torch.randn(batch, q_heads, 1, dim, dtype=dtype)
+                new_k, new_v = torch.randn(2, batch, kv_heads, 1, dim, dtype=dtype)
+                angle = torch.rand(len(pos), 1, dim // 2) * 6
+                angle = torch.cat((angle, angle), dim=-1)
+                cos, sin = angle.cos().to(dtype), angle.sin().to(dtype)
+                k, v = torch.randn(2, batch, kv_heads, length, dim, dtype=dtype)
+                at = [pos[b if len(pos) > 1 else 0][0] for b in range(batch)]
+                for b in range(batch):  # the new token's slot and beyond: never read as stored
+                    k[b, :, at[b]:], v[b, :, at[b]:] = 100, float("nan")
+                pos_t = torch.tensor(pos)
+                # the positions a sequence holds after the step (NaN beyond, on both sides)
+                held = (torch.arange(length) <= torch.tensor(at)[:, None])[:, None, :, None]
+                q_rot, k_rot = apply_rotary_pos_emb(q.float(), new_k.float(), cos.float(),
+                                                    sin.float())
+                k_want, v_want = k.float().clone(), v.float().clone()
+                for b in range(batch):
+                    k_want[b, :, at[b]] = k_rot[b, :, 0]
+                    v_want[b, :, at[b]] = new_v.float()[b, :, 0]
+                want = attention.reference(q_rot, k_want, v_want, pos_t, dim ** -0.5)
+                key = f"{dtype}".split(".")[-1]
+                for splits in (1, 3, None):
+                    k_got, v_got, k_ref, v_ref = k.clone(), v.clone(), k.clone(), v.clone()
+                    plan = attention.plan(batch, kv_heads, length, sms=4, splits=splits)
+                    got = attention.decode_attention_folded(q, new_k, new_v, cos, sin, k_got,
+                                                            v_got, pos_t, dim ** -0.5, plan)
+                    ref = attention.reference_folded(q, new_k, new_v, cos, sin, k_ref, v_ref,
+                                                     pos_t, dim ** -0.5)
+                    def kept(t):
+                        return torch.where(held, t.float(), 0.0)
+
+                    errs = {key: (got.float() - want).abs().max(),
+                            key + " reference": (ref.float() - want).abs().max(),
+                            key + " keys": (kept(k_got) - kept(k_want)).abs().max(),
+                            key + " values": (kept(v_got) - kept(v_want)).abs().max()}
+                    for name, err in errs.items():  # (a NaN stays)
+                        worst[name] = float(torch.tensor([worst.get(name, 0.0), err]).max())
+                    worst["same_cache_as_reference"] &= bool(
+                        torch.equal(kept(k_got), kept(k_ref))
+                        and torch.equal(kept(v_got), kept(v_ref)))
+        print(json.dumps(worst))
+    """)
+    assert out["same_cache_as_reference"], out
+    for dtype, bound in (("float32", 1e-5), ("float16", 2e-3)):
+        for part in ("", " reference", " keys", " values"):
+            assert out[dtype + part] < bound, (dtype + part, out)
+    assert out["float32 values"] == 0 and out["float16 values"] == 0, out
+
+
 def test_the_code_a_traced_decode_step_runs_imports_nothing():
     """torch 2.11's Dynamo (the GPU image's) fails a traced import whose result is not exactly a
     module ("Bad import result"), and transformers' package is a lazy module: an import in the
@@ -119,22 +182,26 @@ def test_the_code_a_traced_decode_step_runs_imports_nothing():
     from quantbench.kernels import attention
     from quantbench.runtimes import attention as glue
 
-    for fn in (glue._mask, glue.DecodeAttention.__call__, attention.decode_attention,
-               attention.reference):
+    folded_forward = glue._folded_forward(None, None, None)
+    for fn in (glue._mask, glue.DecodeAttention.__call__, glue.DecodeAttention._plan,
+               glue.DecodeAttention.folded, folded_forward, attention.decode_attention,
+               attention.decode_attention_folded, attention.reference,
+               attention.reference_folded, attention.rotate):
         imports = [i.argval for i in dis.get_instructions(fn) if i.opname == "IMPORT_NAME"]
         assert not imports, (fn.__qualname__, imports)
 
 
+@pytest.mark.parametrize("fold", [False, True])
 @pytest.mark.parametrize("splits", [1, 4])
 @pytest.mark.parametrize("dim", [64, 128])
-def test_the_kernel_compiles_for_hopper_with_16_byte_loads(dim, splits):
+def test_the_kernel_compiles_for_hopper_with_16_byte_loads(dim, splits, fold):
     """Lowered for sm_90 on the CPU (kernels.asm): the K and V tiles of the position loop are
     pipelined as 16-byte asynchronous copies, no tile changes layout inside the loop, and the
-    products run on tensor cores."""
+    products run on tensor cores; folded (RoPE and the cache write inside) the same."""
     pytest.importorskip("triton")
     from quantbench.kernels import attention
 
-    lowered = attention.lower(dim, group=4, splits=splits)
+    lowered = attention.lower(dim, group=4, splits=splits, fold=fold)
     copies = lowered.async_copies()
     # K and V: BLOCK_N x dim bf16 each over 128 threads, 16 bytes a copy, and nothing narrower
     assert set(copies) == {16} and copies[16] >= 2 * attention.BLOCK_N * dim * 2 / (128 * 16), \
@@ -143,12 +210,14 @@ def test_the_kernel_compiles_for_hopper_with_16_byte_loads(dim, splits):
     assert "mma.sync" in lowered.ptx or "wgmma" in lowered.ptx
 
 
-def _decode_logits(model, cache_len, prompt, steps):
+def _decode_logits(model, cache_len, prompt, steps, caches=None):
     from transformers import StaticCache
 
     from quantbench.runtimes.eager import _cache_arg
 
     cache = {_cache_arg(model): StaticCache(config=model.config, max_cache_len=cache_len)}
+    if caches is not None:
+        caches.extend(cache.values())
     ids = torch.tensor([prompt])
     out = model(input_ids=ids, use_cache=True, position_ids=torch.arange(len(prompt)).unsqueeze(0),
                 **cache)
@@ -161,52 +230,85 @@ def _decode_logits(model, cache_len, prompt, steps):
     return torch.cat(logits)
 
 
-def test_a_model_decodes_the_same_logits_through_it_as_through_sdpa():
+@pytest.mark.parametrize("fold", [False, True])
+def test_a_model_decodes_the_same_logits_through_it_as_through_sdpa(fold):
     """The transformers glue: registered, the mask of a decode step skipped (the kernel masks by
-    position), the prefill still SDPA's."""
+    position), the prefill still SDPA's; folded, each Llama attention's decode step rotates and
+    writes the cache itself, and the cache holds what transformers would have written."""
+    from transformers import AttentionInterface
+
     from quantbench import models
     from quantbench.runtimes.attention import NAME, install
 
     spec = models.resolve("random:tiny").to_dict()
     plain = models.load(spec, torch.float32, "cpu")
     ours = models.load(spec, torch.float32, "cpu")
-    record = install(ours, "cpu")
+    record = install(ours, "cpu", fold=fold)
     assert ours.config._attn_implementation == NAME
     assert record["decode"].startswith("reference") and record["prefill"] == "transformers SDPA"
+    layers = ours.config.num_hidden_layers
+    if fold:
+        assert record["rope_and_cache_write"]["layers"] == layers
+        assert "not_folded" not in record["rope_and_cache_write"]
+    else:
+        assert "rope_and_cache_write" not in record
     prompt = list(range(3, 19))
+    caches = []
     with torch.no_grad():
-        want = _decode_logits(plain, 40, prompt, 8)
-        got = _decode_logits(ours, 40, prompt, 8)
+        want = _decode_logits(plain, 40, prompt, 8, caches)
+        got = _decode_logits(ours, 40, prompt, 8, caches)
     assert torch.allclose(got, want, atol=1e-4, rtol=0), (got - want).abs().max()
+    function = AttentionInterface._global_mapping[NAME]
+    # every decode step of every layer took the folded path (the prefill never does)
+    assert function.folded_calls == (8 * layers if fold else 0)
+    for theirs, mine in zip(caches[0].layers, caches[1].layers):
+        # (layers past the first read the other path's attention output, within rounding)
+        assert torch.allclose(mine.keys, theirs.keys, atol=1e-5)
+        assert torch.allclose(mine.values, theirs.values, atol=1e-5)
+        assert int(mine.cumulative_length) == int(theirs.cumulative_length) == len(prompt) + 8
 
 
 def test_the_kernel_decodes_a_models_logits_under_the_interpreter():
     out = _interpreted("""
         import json, torch
         from quantbench import models
+        from transformers import AttentionInterface
         from quantbench.runtimes.attention import install
         import test_attention as t
         spec = models.resolve("random:tiny").to_dict()
         plain = models.load(spec, torch.float32, "cpu")
-        ours = models.load(spec, torch.float32, "cpu")
-        record = install(ours, "cpu")
-        prompt = list(range(3, 19))
-        with torch.no_grad():
-            want = t._decode_logits(plain, 200, prompt, 4)
-            got = t._decode_logits(ours, 200, prompt, 4)
-        print(json.dumps({"err": float((got - want).abs().max()), "record": record}))
+        out = {}
+        for fold in (False, True):
+            ours = models.load(spec, torch.float32, "cpu")
+            record = install(ours, "cpu", fold=fold)
+            prompt = list(range(3, 19))
+            caches = []
+            with torch.no_grad():
+                want = t._decode_logits(plain, 200, prompt, 4, caches)
+                got = t._decode_logits(ours, 200, prompt, 4, caches)
+            keys = max(float((a.keys - b.keys).abs().max())
+                       for a, b in zip(caches[0].layers, caches[1].layers))
+            function = AttentionInterface._global_mapping["quantbench_decode"]
+            out[str(fold)] = {"err": float((got - want).abs().max()), "keys": keys,
+                              "record": record, "folded_calls": function.folded_calls}
+        print(json.dumps(out))
     """.replace("import test_attention as t",
                 f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
                 "import test_attention as t"))
-    assert out["err"] < 1e-4, out
-    assert out["record"]["decode"].startswith("quantbench Triton")
-    # tiny: 2 KV heads of 2 query heads each; a cache of 200 positions is one split's worth
-    assert out["record"]["launches"] == {"B1 Hq4 Hkv2 L200 D16": "splits1 chunk256 n64 w4"}
+    for fold in ("False", "True"):
+        assert out[fold]["err"] < 1e-4 and out[fold]["keys"] < 1e-5, out
+        record = out[fold]["record"]
+        assert record["decode"].startswith("quantbench Triton")
+        # tiny: 2 KV heads of 2 query heads each; a cache of 200 positions is one split's worth
+        assert record["launches"] == {"B1 Hq4 Hkv2 L200 D16": "splits1 chunk256 n64 w4"}
+    assert out["True"]["record"]["rope_and_cache_write"]["layers"] == 2
+    assert out["True"]["folded_calls"] == 4 * 2 and out["False"]["folded_calls"] == 0
 
 
 def test_compiled_qb_runs_beside_compiled_fused_with_the_same_tokens(workdir):
     # The bundled model (real weights, where attention decides the tokens), two sequences.
-    proc = quantbench("run", "--runtime", "compiled-fused,compiled-qb", "--schemes", "fp32",
+    proc = quantbench("run", "--runtime", "compiled-fused,compiled-qb,compiled-qb-fold",
+                      "--schemes", "fp32",
                       "--batch-size", "2", "--prompt-tokens", "32", "--new-tokens", "12",
                       "--warmup", "1", "--runs", "3", "--no-repeat-baseline", "--no-quality",
                       "--cell-timeout", "300", cwd=workdir)
@@ -224,3 +326,12 @@ def test_compiled_qb_runs_beside_compiled_fused_with_the_same_tokens(workdir):
     assert fused["info"]["kv_positions_read"] == 32 + 12 + 8
     assert "kv_positions_read" not in qb["info"]
     assert qb["info"]["fusion"]["fused"] == fused["info"]["fusion"]["fused"]
+    # Folded: RoPE and the cache write inside the attention, traced as one graph all the same,
+    # the same tokens; every one of the model's 30 attention layers folded.
+    fold = by["compiled-qb-fold"]
+    assert fold["status"] == "ok", fold["error"]
+    assert fold["info"]["attention"]["rope_and_cache_write"]["layers"] == 30
+    assert "rope_and_cache_write" not in qb["info"]["attention"]
+    compile_ = fold["info"]["compiled"]["compile"]
+    assert compile_["graphs"] == 1 and compile_["graph_breaks"] == 0, compile_
+    assert fold["info"]["output_ids"] == fused["info"]["output_ids"]

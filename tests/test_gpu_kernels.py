@@ -215,31 +215,81 @@ def test_decode_attention_kernel_matches_its_reference_on_the_gpu():
     print(f"worst abs error against fp32: {worst:.2e}")
 
 
+def test_folded_decode_attention_rotates_writes_and_attends_on_the_gpu():
+    """The folded kernel in bf16 against transformers' RoPE, the cache write and attention in
+    fp32, on the presets' head layouts; the keys it writes within bf16 rounding of RoPE's,
+    the values exactly the step's."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from quantbench.kernels import attention
+
+    torch.manual_seed(0)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    bf16 = dict(device="cuda", dtype=torch.bfloat16)
+    failures, worst = [], {"out": 0.0, "keys": 0.0}
+    for q_heads, kv_heads, dim in ((32, 8, 64), (32, 8, 128), (14, 2, 64)):
+        for batch, length, pos in ((1, 264, 200), (8, 264, 131), (32, 264, 263), (1, 4096, 3000)):
+            q = torch.randn(batch, q_heads, 1, dim, **bf16)
+            new_k, new_v = torch.randn(2, batch, kv_heads, 1, dim, **bf16)
+            angle = torch.rand(1, 1, dim // 2, device="cuda") * 6
+            angle = torch.cat((angle, angle), dim=-1)
+            cos, sin = angle.cos().to(torch.bfloat16), angle.sin().to(torch.bfloat16)
+            k, v = torch.randn(2, batch, kv_heads, length, dim, **bf16)
+            k[..., pos:, :], v[..., pos:, :] = 100, float("nan")
+            p = torch.tensor([[pos]], device="cuda")
+            q_rot, k_rot = apply_rotary_pos_emb(q.float(), new_k.float(), cos.float(), sin.float())
+            k_want, v_want = k.float(), v.float()
+            k_want[:, :, pos], v_want[:, :, pos] = k_rot[:, :, 0], new_v.float()[:, :, 0]
+            ref = attention.reference(q_rot, k_want, v_want, p, dim ** -0.5).float()
+            for splits in (None, 1):
+                chosen = attention.plan(batch, kv_heads, length, sms, splits)
+                k_got, v_got = k.clone(), v.clone()
+                got = attention.decode_attention_folded(q, new_k, new_v, cos, sin, k_got, v_got,
+                                                        p, dim ** -0.5, chosen).float()
+                err = float((got - ref).abs().max())
+                keys = float((k_got[:, :, :pos + 1].float() - k_want[:, :, :pos + 1]).abs().max())
+                same_values = torch.equal(v_got[:, :, :pos + 1].float(), v_want[:, :, :pos + 1])
+                worst = {"out": max(worst["out"], err), "keys": max(worst["keys"], keys)}
+                if not (err < 2e-2 and keys < 4e-2 and same_values):
+                    failures.append(f"{q_heads}/{kv_heads}x{dim} B{batch} L{length} "
+                                    f"{chosen.short()}: out {err}, keys {keys}, "
+                                    f"values {'ok' if same_values else 'differ'}")
+    assert not failures, failures
+    print(f"worst abs error against fp32: {worst}")
+
+
 def test_compiled_qb_captures_one_checked_graph_with_its_attention_kernel(workdir):
+    """compiled-qb and compiled-qb-fold beside compiled-fused: one checked graph each, the
+    attention kernel in it; folded, fewer kernels a token than compiled-qb."""
     from quantbench.kernels.attention import plan
 
     schemes = ["bf16", "qb-int4"]
     proc = quantbench("run", "--model", "random:llama-3.2-1b", "--runtime",
-                      "compiled-fused,compiled-qb", "--schemes", ",".join(schemes),
+                      "compiled-fused,compiled-qb,compiled-qb-fold", "--schemes", ",".join(schemes),
                       "--prompt-tokens", "128", "--new-tokens", "64", "--warmup", "1",
                       "--runs", "3", "--cell-timeout", "600", "--no-repeat-baseline",
                       cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     by = {(r["runtime"], r["scheme"]): r for r in export_json(workdir)}
     for scheme in schemes:
-        qb, fused = by[("compiled-qb", scheme)], by[("compiled-fused", scheme)]
-        assert qb["status"] == "ok", qb["error"]
-        c = qb["info"]["compiled"]
-        assert c["compile"]["graph_breaks"] == 0, c["compile"]
-        assert c["cuda_graph"]["captured"] is True, c["cuda_graph"]
-        attn = qb["info"]["attention"]
-        assert attn["decode"].startswith("quantbench Triton"), attn
-        sms = torch.cuda.get_device_properties(0).multi_processor_count
-        # 1B preset: 8 KV heads, a static cache of 128 + 64 + 8 positions
-        assert attn["launches"] == {"B1 Hq32 Hkv8 L200 D64": plan(1, 8, 200, sms).short()}, attn
-        names = " ".join(t["name"] for t in c["profile"]["top"])
-        assert "qb_decode_attention" in names, c["profile"]["top"]
-        print(scheme, "kernels/token (fused, qb):",
-              fused["info"]["compiled"]["profile"]["kernels_per_token"],
-              c["profile"]["kernels_per_token"], "decode tok/s (fused, qb):",
-              fused["metrics"]["decode_tok_s"]["median"], qb["metrics"]["decode_tok_s"]["median"])
+        fused = by[("compiled-fused", scheme)]
+        for runtime in ("compiled-qb", "compiled-qb-fold"):
+            qb = by[(runtime, scheme)]
+            assert qb["status"] == "ok", qb["error"]
+            c = qb["info"]["compiled"]
+            assert "error" not in c["compile"] and c["compile"]["graph_breaks"] == 0, c["compile"]
+            assert c["cuda_graph"]["captured"] is True, c["cuda_graph"]
+            attn = qb["info"]["attention"]
+            assert attn["decode"].startswith("quantbench Triton"), attn
+            sms = torch.cuda.get_device_properties(0).multi_processor_count
+            # 1B preset: 8 KV heads, a static cache of 128 + 64 + 8 positions
+            assert attn["launches"] == {"B1 Hq32 Hkv8 L200 D64": plan(1, 8, 200, sms).short()}
+            names = " ".join(t["name"] for t in c["profile"]["top"])
+            assert "qb_decode_attention" in names, c["profile"]["top"]
+        qb, fold = by[("compiled-qb", scheme)], by[("compiled-qb-fold", scheme)]
+        assert fold["info"]["attention"]["rope_and_cache_write"]["layers"] == 16
+        kernels = [r["info"]["compiled"]["profile"]["kernels_per_token"] for r in (fused, qb, fold)]
+        # RoPE and the cache write were kernels of their own in each of the 16 layers
+        assert kernels[2] < kernels[1], kernels
+        print(scheme, "kernels/token (fused, qb, qb-fold):", kernels, "decode tok/s:",
+              [r["metrics"]["decode_tok_s"]["median"] for r in (fused, qb, fold)])

@@ -51,7 +51,9 @@ class Axes:
                              "compiled-tuned: the same with less / more kernel tuning (shorter / "
                              "longer compiles). compiled-fused: q/k/v and gate/up fused into one "
                              "layer each before quantizing. compiled-qb: compiled-fused with "
-                             "quantbench's Triton decode attention. GGUF schemes always run on llama.cpp. A comma list measures each.",
+                             "quantbench's Triton decode attention; compiled-qb-fold: with RoPE "
+                             "and the KV-cache write inside that kernel too. GGUF schemes always "
+                             "run on llama.cpp. A comma list measures each.",
                              kind="list")
     batch_size: list[int] = opt([1], "Sequences decoded together; a comma list (1,8,32) "
                                 "measures each.", kind="list")

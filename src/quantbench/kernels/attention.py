@@ -79,9 +79,49 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def _launch(q, k, v, pos, scale, splits, chunk, block_n, num_warps, fold=None):
+    """Both kernels of one decode attention; `fold` = (new_k, new_v, cos, sin) rotates and
+    writes the step's key and value inside the split kernel (q then is before RoPE too)."""
+    from quantbench.kernels.attention_kernels import (qb_decode_attention as split_kernel,
+                                                      qb_decode_attention_combine as combine_kernel)
+
+    batch, q_heads, _, dim = q.shape
+    kv_heads = k.shape[1]
+    group = q_heads // kv_heads
+    out = torch.empty((batch, 1, q_heads, dim), dtype=q.dtype, device=q.device)
+    if splits > 1:
+        part = torch.empty((batch * q_heads * splits, dim), dtype=torch.float32,
+                           device=q.device)
+        lse = torch.empty((batch * q_heads * splits,), dtype=torch.float32, device=q.device)
+    else:  # not read: the kernel writes the output itself
+        part = lse = out
+    if fold is None:  # not read: FOLD is off
+        new_k = new_v = cos = sin = q
+        fold_strides = (0,) * 6
+    else:
+        new_k, new_v, cos, sin = fold
+        fold_strides = (new_k.stride(0), new_k.stride(1), new_v.stride(0), new_v.stride(1),
+                        cos.stride(0) if cos.shape[0] > 1 else 0,
+                        sin.stride(0) if sin.shape[0] > 1 else 0)
+    block_d = max(16, _pow2(dim))  # tl.dot's smallest side
+    split_kernel[(batch * kv_heads, splits)](
+        q, k, v, pos, out, part, lse, new_k, new_v, cos, sin,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), pos.stride(0) if pos.shape[0] > 1 else 0,
+        out.stride(0), out.stride(2), *fold_strides, scale * 1.4426950408889634,
+        KV_HEADS=kv_heads, GROUP=group, BLOCK_G=max(16, _pow2(group)), HEAD_DIM=dim,
+        BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, SPLITS=splits, FOLD=fold is not None,
+        num_warps=num_warps)
+    if splits > 1:
+        combine_kernel[(batch * q_heads,)](
+            part, lse, out, out.stride(0), out.stride(2), Q_HEADS=q_heads, HEAD_DIM=dim,
+            BLOCK_D=block_d, SPLITS=splits, BLOCK_S=_pow2(splits), num_warps=4)
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def _op():
-    # An opaque custom_op, not a triton_op: Inductor then calls it as it stands (the Triton JIT
+    # Opaque custom_ops, not triton_ops: Inductor then calls them as they stand (the Triton JIT
     # launches the kernels, as in the eager step) instead of compiling the kernels itself. As a
     # triton_op, torch 2.11's Inductor failed every compiled-qb cell on an H100 (2026-12-06:
     # "SubprocException: An exception occurred in a subprocess") and the cells ran eager
@@ -89,43 +129,33 @@ def _op():
     # replays the launches without the Python around them.
     from torch.library import custom_op
 
-    from quantbench.kernels.attention_kernels import (qb_decode_attention as split_kernel,
-                                                      qb_decode_attention_combine as combine_kernel)
-
     @custom_op("quantbench::decode_attention", mutates_args=())
     def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
                          scale: float, splits: int, chunk: int, block_n: int,
                          num_warps: int) -> torch.Tensor:
-        batch, q_heads, _, dim = q.shape
-        kv_heads = k.shape[1]
-        group = q_heads // kv_heads
-        out = torch.empty((batch, 1, q_heads, dim), dtype=q.dtype, device=q.device)
-        if splits > 1:
-            part = torch.empty((batch * q_heads * splits, dim), dtype=torch.float32,
-                               device=q.device)
-            lse = torch.empty((batch * q_heads * splits,), dtype=torch.float32, device=q.device)
-        else:  # not read: the kernel writes the output itself
-            part = lse = out
-        block_d = max(16, _pow2(dim))  # tl.dot's smallest side
-        split_kernel[(batch * kv_heads, splits)](
-            q, k, v, pos, out, part, lse,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), pos.stride(0) if pos.shape[0] > 1 else 0,
-            out.stride(0), out.stride(2), scale * 1.4426950408889634,
-            KV_HEADS=kv_heads, GROUP=group, BLOCK_G=max(16, _pow2(group)), HEAD_DIM=dim,
-            BLOCK_D=block_d, BLOCK_N=block_n, CHUNK=chunk, SPLITS=splits, num_warps=num_warps)
-        if splits > 1:
-            combine_kernel[(batch * q_heads,)](
-                part, lse, out, out.stride(0), out.stride(2), Q_HEADS=q_heads, HEAD_DIM=dim,
-                BLOCK_D=block_d, SPLITS=splits, BLOCK_S=_pow2(splits), num_warps=4)
-        return out
+        return _launch(q, k, v, pos, scale, splits, chunk, block_n, num_warps)
 
     @decode_attention.register_fake
     def _(q, k, v, pos, scale, splits, chunk, block_n, num_warps):
         batch, q_heads, _, dim = q.shape
         return q.new_empty((batch, 1, q_heads, dim))
 
-    return torch.ops.quantbench.decode_attention
+    # The cache is declared mutated: Inductor then orders the step's reads of it after this
+    # call, and (the caches being the graph's inputs) writes in place, copying nothing.
+    @custom_op("quantbench::decode_attention_folded", mutates_args=("k", "v"))
+    def decode_attention_folded(q: torch.Tensor, new_k: torch.Tensor, new_v: torch.Tensor,
+                                cos: torch.Tensor, sin: torch.Tensor, k: torch.Tensor,
+                                v: torch.Tensor, pos: torch.Tensor, scale: float, splits: int,
+                                chunk: int, block_n: int, num_warps: int) -> torch.Tensor:
+        return _launch(q, k, v, pos, scale, splits, chunk, block_n, num_warps,
+                       fold=(new_k, new_v, cos, sin))
+
+    @decode_attention_folded.register_fake
+    def _(q, new_k, new_v, cos, sin, k, v, pos, scale, splits, chunk, block_n, num_warps):
+        batch, q_heads, _, dim = q.shape
+        return q.new_empty((batch, 1, q_heads, dim))
+
+    return torch.ops.quantbench
 
 
 def register() -> None:
@@ -138,15 +168,56 @@ def decode_attention(q, k, v, pos, scale: float, chosen: Plan):
     [B, 1, Hq, D]."""
     if not torch.compiler.is_compiling():  # traced, the operator is there already (install)
         register()
-    q = q if q.stride(-1) == 1 else q.contiguous()
-    k = k if k.stride(-1) == 1 else k.contiguous()
-    v = v if v.stride(-1) == 1 else v.contiguous()
+    q, k, v = (_last_contiguous(t) for t in (q, k, v))
     pos = pos.reshape(-1)
     return torch.ops.quantbench.decode_attention(q, k, v, pos, float(scale), chosen.splits,
                                                  chosen.chunk, chosen.block_n, chosen.num_warps)
 
 
-def lower(head_dim: int, group: int, splits: int, arch: int = 90, dtype: str = "bf16"):
+def _last_contiguous(t):
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def decode_attention_folded(q, new_k, new_v, cos, sin, k, v, pos, scale: float, chosen: Plan):
+    """As decode_attention, from the step's q [B, Hq, 1, D], new_k and new_v [B, Hkv, 1, D]
+    before RoPE (cos/sin [1 or B, 1, D], the model's rotary embedding of the step's position):
+    writes the rotated key and the value into the cache k/v [B, Hkv, L, D] at `pos`, in place,
+    and attends over positions 0..pos. -> [B, 1, Hq, D]."""
+    if not torch.compiler.is_compiling():
+        register()
+    q, new_k, new_v = (_last_contiguous(t) for t in (q, new_k, new_v))
+    cos, sin = (_last_contiguous(t.reshape(t.shape[0], t.shape[-1])) for t in (cos, sin))
+    return torch.ops.quantbench.decode_attention_folded(
+        q, new_k, new_v, cos, sin, k, v, pos.reshape(-1), float(scale), chosen.splits,
+        chosen.chunk, chosen.block_n, chosen.num_warps)
+
+
+def rotate(x, cos, sin):
+    """Llama-family RoPE (rotate-half), in fp32, rounded once to x's dtype: as the folded
+    kernel computes it (transformers rounds each product to the model's dtype)."""
+    half = x.shape[-1] // 2
+    xf = x.float()
+    rotated = torch.cat((-xf[..., half:], xf[..., :half]), dim=-1)
+    return (xf * cos.float() + rotated * sin.float()).to(x.dtype)
+
+
+def reference_folded(q, new_k, new_v, cos, sin, k, v, pos, scale: float):
+    """The folded kernel's definition in torch: rotate, write the cache at pos, attend."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1 or B, 1, 1, D] against [B, H, 1, D]
+    q, new_k = rotate(q, cos, sin), rotate(new_k, cos, sin)
+    at = pos.reshape(-1)
+    if at.numel() == 1:
+        k.index_copy_(2, at, new_k.to(k.dtype))
+        v.index_copy_(2, at, new_v.to(v.dtype))
+    else:  # a position per sequence
+        rows = torch.arange(k.shape[0], device=k.device)
+        k[rows, :, at] = new_k[:, :, 0].to(k.dtype)
+        v[rows, :, at] = new_v[:, :, 0].to(v.dtype)
+    return reference(q, k, v, pos, scale)
+
+
+def lower(head_dim: int, group: int, splits: int, arch: int = 90, dtype: str = "bf16",
+          fold: bool = False):
     """The split kernel as a GPU of compute capability `arch` would run it, compiled on any
     machine (kernels.asm): its TTGIR and PTX."""
     from quantbench.kernels import asm
@@ -154,13 +225,17 @@ def lower(head_dim: int, group: int, splits: int, arch: int = 90, dtype: str = "
 
     ptrs = {"q_ptr": f"*{dtype}", "k_ptr": f"*{dtype}", "v_ptr": f"*{dtype}", "pos_ptr": "*i64",
             "out_ptr": f"*{dtype}", "part_ptr": "*fp32" if splits > 1 else f"*{dtype}",
-            "lse_ptr": "*fp32" if splits > 1 else f"*{dtype}"}
+            "lse_ptr": "*fp32" if splits > 1 else f"*{dtype}", "new_k_ptr": f"*{dtype}",
+            "new_v_ptr": f"*{dtype}", "cos_ptr": f"*{dtype}", "sin_ptr": f"*{dtype}"}
     strides = ["stride_qb", "stride_qh", "stride_kb", "stride_kh", "stride_kn", "stride_vb",
-               "stride_vh", "stride_vn", "stride_pb", "stride_ob", "stride_oh"]
+               "stride_vh", "stride_vn", "stride_pb", "stride_ob", "stride_oh", "stride_nkb",
+               "stride_nkh", "stride_nvb", "stride_nvh", "stride_cb", "stride_sb"]
     sig = {**ptrs, **{name: "i32" for name in strides}, "scale_log2": "fp32"}
     consts = {"KV_HEADS": 8, "GROUP": group, "BLOCK_G": max(16, _pow2(group)),
               "HEAD_DIM": head_dim, "BLOCK_D": max(16, _pow2(head_dim)), "BLOCK_N": BLOCK_N,
-              "CHUNK": BLOCK_N * 2, "SPLITS": splits}
-    # A static cache's strides are multiples of 16 elements; pos's stride is 0 or 1.
-    divisible = list(ptrs) + [s for s in strides if s != "stride_pb"]
+              "CHUNK": BLOCK_N * 2, "SPLITS": splits, "FOLD": fold}
+    # A static cache's strides are multiples of 16 elements, as are a fused projection's
+    # (q, k and v slices of one row); pos's and cos/sin's batch strides may be 0.
+    divisible = list(ptrs) + [s for s in strides if s not in ("stride_pb", "stride_cb",
+                                                              "stride_sb")]
     return asm.compile_for(split_kernel, sig, consts, divisible, arch)

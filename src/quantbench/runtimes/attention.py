@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from transformers import masking_utils
+from transformers.cache_utils import StaticLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from quantbench.kernels import attention
@@ -39,6 +40,7 @@ class DecodeAttention:
 
         self.on_kernel = kernel_runs_on(device)
         self.plans = {}  # (batch, KV heads, cache length) -> attention.Plan
+        self.folded_calls = 0
         self.sms = 4  # under the interpreter no GPU to count: 4 stands for its multiprocessors
         if device.startswith("cuda"):
             self.sms = torch.cuda.get_device_properties(device).multi_processor_count
@@ -68,26 +70,102 @@ class DecodeAttention:
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         if not self.on_kernel:
             return attention.reference(query, key, value, pos, scale), None
-        batch, kv_heads, length = key.shape[0], key.shape[1], key.shape[2]
-        # Planned in the eager step the compiled runtime runs before tracing, so the trace
-        # only looks the plan up (no dataclass built under Dynamo)
+        chosen = self._plan(key.shape[0], query.shape[1], key.shape[1], key.shape[2],
+                            query.shape[-1])
+        return attention.decode_attention(query, key, value, pos, scale, chosen), None
+
+    def _plan(self, batch: int, q_heads: int, kv_heads: int, length: int, dim: int):
+        """Planned in the eager step the compiled runtime runs before tracing, so the trace
+        only looks the plan up (no dataclass built under Dynamo)."""
         chosen = self.plans.get((batch, kv_heads, length))
         if chosen is None:
             chosen = attention.plan(batch, kv_heads, length, self.sms)
             if not torch.compiler.is_compiling():
                 self.plans[(batch, kv_heads, length)] = chosen
                 self.record["launches"][
-                    f"B{batch} Hq{query.shape[1]} Hkv{kv_heads} L{length} D{query.shape[-1]}"
-                ] = chosen.short()
-        return attention.decode_attention(query, key, value, pos, scale, chosen), None
+                    f"B{batch} Hq{q_heads} Hkv{kv_heads} L{length} D{dim}"] = chosen.short()
+        return chosen
+
+    def folded(self, query, key, value, cos, sin, k_cache, v_cache, pos, scale):
+        """A decode step from its projections before RoPE: rotate, write the cache, attend."""
+        if not torch.compiler.is_compiling():
+            self.folded_calls += 1  # eager calls only: what shows the glue took this path
+        if not self.on_kernel:
+            return attention.reference_folded(query, key, value, cos, sin, k_cache, v_cache,
+                                              pos, scale)
+        chosen = self._plan(k_cache.shape[0], query.shape[1], k_cache.shape[1],
+                            k_cache.shape[2], query.shape[-1])
+        return attention.decode_attention_folded(query, key, value, cos, sin, k_cache, v_cache,
+                                                 pos, scale, chosen)
 
 
-def install(model, device: str) -> dict:
-    """Make `model` attend through quantbench's decode attention; returns the record."""
+# Attention modules whose forward is Llama's (q/k/v/o projections, rotate-half RoPE over the
+# whole head, the cache's update, the attention function): only these are folded. Others run
+# their own forward, with the decode attention above.
+FOLDABLE = ("LlamaAttention",)
+
+
+def _folded_forward(module, function: DecodeAttention, original):
+    """`module`'s forward with RoPE and the cache write inside the decode attention kernel, at
+    decode steps into a static cache; every other call runs `original`."""
+
+    def forward(hidden_states, position_embeddings=None, attention_mask=None, *args, **kwargs):
+        # transformers 5.17 names the cache past_key_values; later versions cache
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        pos = kwargs.get("position_ids")
+        layer = getattr(cache, "layers", None)
+        layer = layer[module.layer_idx] if layer is not None else None
+        if (args or hidden_states.shape[1] != 1 or attention_mask is not None or pos is None
+                or position_embeddings is None or type(layer) is not StaticLayer
+                or not layer.is_initialized
+                or position_embeddings[0].shape[-1] != module.head_dim
+                or not isinstance(layer.cumulative_length, torch.Tensor)):
+            return original(hidden_states, position_embeddings, attention_mask, *args, **kwargs)
+        shape = (*hidden_states.shape[:-1], -1, module.head_dim)
+        query = module.q_proj(hidden_states).view(shape).transpose(1, 2)
+        key = module.k_proj(hidden_states).view(shape).transpose(1, 2)
+        value = module.v_proj(hidden_states).view(shape).transpose(1, 2)
+        cos, sin = position_embeddings
+        out = function.folded(query, key, value, cos, sin, layer.keys, layer.values, pos,
+                              module.scaling)
+        layer.cumulative_length.add_(1)  # as the cache's own update counts what it holds
+        out = out.reshape(*hidden_states.shape[:-1], -1).contiguous()
+        return module.o_proj(out), None
+
+    return forward
+
+
+def _fold(model, function: DecodeAttention) -> dict:
+    folded, kept = 0, set()
+    for module in model.modules():
+        name = type(module).__name__
+        if not name.endswith("Attention") or not hasattr(module, "o_proj"):
+            continue
+        if name not in FOLDABLE:
+            kept.add(name)
+            continue
+        module.forward = _folded_forward(module, function, module.forward)
+        folded += 1
+    record = {"layers": folded}
+    if folded:
+        record["how"] = ("RoPE of q and of the new key, and the write of the new key and value "
+                         "into the static cache, inside the decode attention's split kernel "
+                         "(the new token attended from registers)")
+    if kept:
+        record["not_folded"] = (f"{', '.join(sorted(kept))}: quantbench folds only "
+                                f"{', '.join(FOLDABLE)}")
+    return record
+
+
+def install(model, device: str, fold: bool = False) -> dict:
+    """Make `model` attend through quantbench's decode attention; returns the record. `fold`:
+    RoPE and the cache write too (Llama-family attention)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
     function = DecodeAttention(device)
+    if fold:
+        function.record["rope_and_cache_write"] = _fold(model, function)
     AttentionInterface.register(NAME, function)
     AttentionMaskInterface.register(NAME, _mask)
     try:

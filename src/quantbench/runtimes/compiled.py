@@ -27,6 +27,8 @@ class CompiledRuntime(EagerRuntime):
     # "sdpa": transformers' attention at every step; "quantbench": its decode attention kernel
     # at decode steps (runtimes/attention.py), SDPA for the prefill.
     attention = "sdpa"
+    # With quantbench's attention: RoPE and the cache write inside its kernel too.
+    fold_rope = False
 
     def prepare_model(self, model, scheme):
         if not self.fuse:
@@ -45,12 +47,17 @@ class CompiledRuntime(EagerRuntime):
         from quantbench.kvcache.layers import stored_bytes
         from quantbench.schemes import get as get_scheme
 
+        kv = kvcache.get(get_scheme(cell.scheme).kv)
         if self.attention == "quantbench":
             from quantbench.runtimes.attention import install
 
-            info["attention"] = install(model, device)
+            # the folded kernel writes the model's dtype: a quantized cache keeps its own update
+            info["attention"] = install(model, device, fold=self.fold_rope and kv.native)
+            if self.fold_rope and not kv.native:
+                info["attention"]["rope_and_cache_write"] = {
+                    "layers": 0, "not_folded": f"the {kv.name} KV cache writes its own format"}
         decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens,
-                                  tuning=self.tuning, kv=kvcache.get(get_scheme(cell.scheme).kv))
+                                  tuning=self.tuning, kv=kv)
         start = time.perf_counter()
         info["compiled"] = decoder.prepare(cell.prompt["ids"])
         info["compiled"]["prepare_s"] = time.perf_counter() - start  # never inside the timings
@@ -81,6 +88,14 @@ class QbRuntime(FusedRuntime):
     attention = "quantbench"
 
 
+class QbFoldRuntime(QbRuntime):
+    name = "compiled-qb-fold"
+    description = ("as compiled-qb, with RoPE and the KV-cache write inside the decode "
+                   "attention kernel (Llama attention; not yet measured on a GPU against "
+                   "compiled-qb)")
+    fold_rope = True
+
+
 class PlainRuntime(CompiledRuntime):
     name = "compiled-plain"
     description = ("as compiled, without coordinate-descent tuning: batch-1 matmuls on cuBLAS, "
@@ -98,5 +113,6 @@ class TunedRuntime(CompiledRuntime):
 register(CompiledRuntime())
 register(FusedRuntime())
 register(QbRuntime())
+register(QbFoldRuntime())
 register(PlainRuntime())
 register(TunedRuntime())
