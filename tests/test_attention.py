@@ -268,6 +268,27 @@ def test_a_model_decodes_the_same_logits_through_it_as_through_sdpa(fold):
         assert int(mine.cumulative_length) == int(theirs.cumulative_length) == len(prompt) + 8
 
 
+def test_compiled_qb_fold_folds_llama_attention_into_a_native_cache_only():
+    """An fp8 KV cache stores its own format (the folded kernel writes the model's dtype), so
+    compiled-qb-fold keeps the model's RoPE and cache update there and says why; compiled-qb
+    never folds."""
+    from quantbench import kvcache, models
+    from quantbench.runtimes import get
+
+    spec = models.resolve("random:tiny").to_dict()
+    fold = get("compiled-qb-fold")
+    record = fold.install_attention(models.load(spec, torch.float32, "cpu"), "cpu",
+                                    kvcache.get("auto"))
+    assert record["rope_and_cache_write"]["layers"] == 2
+    model = models.load(spec, torch.float32, "cpu")
+    record = fold.install_attention(model, "cpu", kvcache.get("fp8"))
+    assert record["rope_and_cache_write"] == {
+        "layers": 0, "not_folded": "the fp8 KV cache writes its own format"}
+    assert all("forward" not in vars(m) for m in model.modules())  # no forward replaced
+    record = get("compiled-qb").install_attention(model, "cpu", kvcache.get("auto"))
+    assert "rope_and_cache_write" not in record
+
+
 def test_the_kernel_decodes_a_models_logits_under_the_interpreter():
     out = _interpreted("""
         import json, torch

@@ -40,6 +40,18 @@ class CompiledRuntime(EagerRuntime):
 
         return fuse_projections(model).as_info()
 
+    def install_attention(self, model, device: str, kv) -> dict:
+        """quantbench's decode attention in `model`, folded where this runtime folds and the
+        KV format allows; returns what the record says of it."""
+        from quantbench.runtimes.attention import install
+
+        # the folded kernel writes the model's dtype: a quantized cache keeps its own update
+        record = install(model, device, fold=self.fold_rope and kv.native)
+        if self.fold_rope and not kv.native:
+            record["rope_and_cache_write"] = {
+                "layers": 0, "not_folded": f"the {kv.name} KV cache writes its own format"}
+        return record
+
     def decoder(self, model, cell, device, info, eager_generate, progress):
         w = cell.workload
         progress(phase="compile")
@@ -49,13 +61,7 @@ class CompiledRuntime(EagerRuntime):
 
         kv = kvcache.get(get_scheme(cell.scheme).kv)
         if self.attention == "quantbench":
-            from quantbench.runtimes.attention import install
-
-            # the folded kernel writes the model's dtype: a quantized cache keeps its own update
-            info["attention"] = install(model, device, fold=self.fold_rope and kv.native)
-            if self.fold_rope and not kv.native:
-                info["attention"]["rope_and_cache_write"] = {
-                    "layers": 0, "not_folded": f"the {kv.name} KV cache writes its own format"}
+            info["attention"] = self.install_attention(model, device, kv)
         decoder = CompiledDecoder(model, device, w.batch_size, w.prompt_tokens, w.new_tokens,
                                   tuning=self.tuning, kv=kv)
         start = time.perf_counter()
