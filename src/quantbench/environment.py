@@ -103,6 +103,8 @@ def collect() -> dict:
     import psutil
     import torch
 
+    from quantbench import forkserver
+
     return {
         "quantbench": quantbench.__version__,
         "git_commit": git_commit(),
@@ -117,6 +119,7 @@ def collect() -> dict:
         "cuda": torch.version.cuda,
         "gpus": gpus(),
         "libraries": {name: v for name in LIBRARIES if (v := _version(name))},
+        "cpu_cell_start": forkserver.mode(),
     }
 
 
@@ -131,7 +134,7 @@ def rows(env: dict) -> list[tuple[str, str]]:
     """(item, value) pairs, the same for the terminal table and the Markdown one."""
     out = []
     for key in ("quantbench", "git_commit", "os", "python", "cpu", "cpu_cores_logical",
-                "cpu_cores_physical", "ram_bytes", "torch_threads", "cuda"):
+                "cpu_cores_physical", "ram_bytes", "torch_threads", "cpu_cell_start", "cuda"):
         value = env.get(key)
         if key == "ram_bytes" and value:
             value = f"{value / 2**30:.1f} GiB"

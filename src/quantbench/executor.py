@@ -1,5 +1,7 @@
-"""Runs each cell in a fresh Python process: its peak memory is its own, a crash or an
-out-of-memory kill ends the cell and not the run, and no library state leaks between cells."""
+"""Runs each cell in a process of its own: its peak memory is its own, a crash or an
+out-of-memory kill ends the cell and not the run, and no library state leaks between cells.
+CPU cells' processes are forked from a preloaded server (forkserver.py), GPU cells' are fresh
+interpreters."""
 
 from __future__ import annotations
 
@@ -112,6 +114,23 @@ def run_cell(cell: dict, timeout_s: float | None, on_event=None,
     return result, wall
 
 
+def _start(on_gpu: bool, argv: list[str], env: dict, log, memory_limit: int | None):
+    """The cell's worker process: forked from the run's preloaded server (CPU cells), else a
+    fresh interpreter (GPU cells, or where the server cannot start)."""
+    from quantbench import forkserver
+
+    server = None if on_gpu else forkserver.server_for(env)
+    if server is not None:
+        try:
+            return server.start(argv, env, log, memory_limit)
+        except (OSError, RuntimeError):
+            pass  # the server is gone: this cell starts as cells always could
+    return subprocess.Popen(
+        [sys.executable, "-m", "quantbench.worker", *argv],
+        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
+        env=env, start_new_session=True, preexec_fn=_child_setup(memory_limit, not on_gpu))
+
+
 def _run(cell: dict, timeout_s, on_event, memory_limit, device: str, mask: str | None, cancel):
     env = _worker_env()
     if mask is not None:
@@ -123,11 +142,8 @@ def _run(cell: dict, timeout_s, on_event, memory_limit, device: str, mask: str |
         cell_path.write_text(json.dumps({**cell, "device": device}))
         start = time.perf_counter()
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "quantbench.worker", str(cell_path), str(result_path)],
-                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
-                env=env, start_new_session=True,
-                preexec_fn=_child_setup(memory_limit, not cell["device"].startswith("cuda")))
+            proc = _start(cell["device"].startswith("cuda"), [str(cell_path), str(result_path)],
+                          env, log, memory_limit)
             lines: queue.Queue = queue.Queue()
             reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
             reader.start()
@@ -198,7 +214,7 @@ def _pump(stream, lines: queue.Queue) -> None:
     stream.close()
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

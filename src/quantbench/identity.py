@@ -34,6 +34,9 @@ def environment_fingerprint(env: dict, device: str) -> dict:
         index = int(device.split(":")[1]) if ":" in device else 0
         gpu = next((g for g in gpus if g.get("index") == index), gpus[0] if gpus else {})
         out["gpu"] = {k: gpu.get(k) for k in ("name", "memory_bytes", "capability", "driver")}
+    else:
+        # A forked cell counts only the library pages it touches in its resident memory.
+        out["cpu_cell_start"] = env.get("cpu_cell_start")
     return out
 
 

@@ -18,6 +18,10 @@ from quantbench.errors import error_text
 
 PROGRESS_PREFIX = "@@quantbench "
 _STARTED = time.perf_counter()
+# How this process was started, and by which process (the run, or a Ray worker): the fork
+# server's processes stand between them.
+LAUNCH = {"how": "fresh interpreter", "started_by": os.getppid(),
+          "torch_preloaded": "torch" in sys.modules}
 
 
 def _failure(exc: BaseException) -> dict:
@@ -220,7 +224,7 @@ def measure_cell(cell) -> dict:
                    "positions": positions, "sequences": w.batch_size,
                    "bytes_per_position": kv_per_position,
                    "stored_bytes_source": "computed from the format and the model's shape"})
-    info = {"startup_s": startup_s, "device_init_s": device_init_s, **engine.info,
+    info = {"startup_s": startup_s, "launch": dict(LAUNCH), "device_init_s": device_init_s, **engine.info,
             "warmup_s": timed.warmup["seconds"], "warmup": timed.warmup, "timed_runs": timed.stop,
             "parameters": engine.params,
             "torch_threads": torch.get_num_threads(), "versions": scheme.versions(),
@@ -257,4 +261,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        from quantbench import forkserver
+
+        sys.exit(forkserver.serve(sys.argv[2]))
     sys.exit(main(sys.argv[1:]))

@@ -41,10 +41,26 @@ class LostWorker(Scheme):
         marker = Path(os.environ.get("QB_TEST_MARKERS", "/tmp")) / self.name
         if self.always or not marker.exists():
             marker.touch()
-            os.kill(os.getppid(), signal.SIGKILL)
+            from quantbench.worker import LAUNCH
+
+            os.kill(LAUNCH["started_by"], signal.SIGKILL)
             import time
 
             time.sleep(60)  # PR_SET_PDEATHSIG ends this process with its parent
+        return model
+
+
+class MarksItsProcess(Scheme):
+    """Leaves a mark in torch's module, and fails where an earlier cell's mark is there: cells
+    that shared a process, or a server that ran a cell before forking the next."""
+
+    def apply(self, model, device):
+        import torch
+
+        seen = getattr(torch, "_qb_test_mark", None)
+        if seen is not None:
+            raise RuntimeError(f"the mark of an earlier cell (pid {seen}) is in this one")
+        torch._qb_test_mark = os.getpid()
         return model
 
 
@@ -88,6 +104,8 @@ register(Hangs("test-hangs", "test", 32, ("cpu",), description="never finishes")
 register(LostWorker("test-lost-once", "test", 32, ("cpu",), description="loses its worker once"))
 register(LostWorker("test-lost-always", "test", 32, ("cpu",), always=True,
                     description="loses its worker every time"))
+register(MarksItsProcess("test-marks-a", "test", 32, ("cpu",), description="marks its process"))
+register(MarksItsProcess("test-marks-b", "test", 32, ("cpu",), description="marks its process"))
 register(Hog("test-hog", "test", 32, ("cpu", "cuda"), description="fills host memory"))
 register(CudaOOM("test-cuda-oom", "test", 32, ("cuda",), description="overfills the GPU"))
 register(BreaksTheGraph("test-graph-break", "test", 32, ("cpu", "cuda"),
