@@ -104,13 +104,14 @@ def test_a_scheme_measured_twice_in_one_run_comes_out_equivalent(workdir):
     speedup = twin["vs_baseline"]["decode_speedup"]
     # Never a claim. "Equivalent" wherever the run could tell 6% apart; a run the machine made
     # noisier than that (the baseline moving more than the margin between its two measurements,
-    # or an interval wider than the margin both ways) may only withhold the verdict. Seen in CI
-    # on a slowed shared host, 2026-12-06: twin 0.81x [0.78, 1.06], baseline drift 11.5%.
+    # or the twin's interval wider than the margin) may only withhold the verdict. Seen in CI
+    # on a slowed shared host, 2026-12-06: twin 0.81x [0.78, 1.06], baseline drift 11.5%; and
+    # [0.87, 1.01] with a drift of 5.7%.
     assert speedup["verdict"] in ("equivalent", "inconclusive"), twin["vs_baseline"]
     if speedup["verdict"] == "inconclusive":
         low, high = speedup["ci95"]
-        assert (twin["vs_baseline"]["noise_floor"] > 0.06
-                or (low < 1 - 0.06 and high > 1 + 0.06)), twin["vs_baseline"]
+        assert low <= 1 <= high, twin["vs_baseline"]
+        assert twin["vs_baseline"]["noise_floor"] > 0.06 or high - low > 0.06, twin["vs_baseline"]
     assert repeat["vs_baseline"]["baseline_drift"]["ratio"] > 0
     drift = repeat["vs_baseline"]["baseline_drift"]
     assert twin["vs_baseline"]["noise_floor"] == pytest.approx(
