@@ -5,7 +5,8 @@
 # Each step is bounded so the whole command ends before ${LIMIT:-570} s; the run steps keep their
 # database under /root/qb, so the same command on a still-warm machine resumes them. Outputs and
 # databases go to $OUT.
-#   tests  pytest -m gpu on tests/test_gpu_kernels.py, -k "${TESTS}" (default: the attention tests)
+#   tests  pytest -m gpu on tests/test_gpu_kernels.py, -k "${TESTS}" (default: the attention tests;
+#          the compiled one measures six 1B cells: ${TESTS_LIMIT:-420} s)
 #   attn   benchmarks/decode_attention.py, 1B and 8B head layouts, batch 1 and 8
 #   1b 8b 8b8  quantbench run, 128 + 128 tokens, runtimes ${RT}, schemes ${SCHEMES}
 set -u
@@ -19,7 +20,7 @@ nvidia-smi --query-gpu=name,uuid,driver_version --format=csv,noheader | tee -a $
 for step in "$@"; do
   echo "== $step at ${SECONDS}s $(date -u +%H:%M:%S)" | tee -a $OUT/log.txt
   case $step in
-  tests) timeout 240 python -m pytest -m gpu -n 0 -o addopts="" -q -s -p no:cacheprovider \
+  tests) timeout ${TESTS_LIMIT:-420} python -m pytest -m gpu -n 0 -o addopts="" -q -s -p no:cacheprovider \
       tests/test_gpu_kernels.py -k "${TESTS:-decode_attention or folded or compiled_qb}" \
       > $OUT/pytest.txt 2>&1
     tail -25 $OUT/pytest.txt ;;
