@@ -268,6 +268,48 @@ def test_a_model_decodes_the_same_logits_through_it_as_through_sdpa(fold):
         assert int(mine.cumulative_length) == int(theirs.cumulative_length) == len(prompt) + 8
 
 
+def _tiny_qwen2(**config):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      attn_implementation="sdpa", **config)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def test_qwen2_attention_folds_too_and_keeps_its_own_forward_where_it_slides():
+    """Qwen2's attention is Llama's plus q/k/v biases and an optional sliding window: folded
+    where the window is off, with the logits and the cache transformers gives; a sliding layer
+    keeps its own forward and the record says why."""
+    from transformers import AttentionInterface
+
+    from quantbench.runtimes.attention import NAME, install
+
+    plain, ours = _tiny_qwen2(), _tiny_qwen2()
+    assert plain.model.layers[0].self_attn.q_proj.bias is not None
+    record = install(ours, "cpu", fold=True)
+    assert record["rope_and_cache_write"] == {"layers": 2, "how": record["rope_and_cache_write"]["how"]}
+    prompt = list(range(3, 19))
+    caches = []
+    with torch.no_grad():
+        want = _decode_logits(plain, 40, prompt, 6, caches)
+        got = _decode_logits(ours, 40, prompt, 6, caches)
+    assert torch.allclose(got, want, atol=1e-4, rtol=0), (got - want).abs().max()
+    assert AttentionInterface._global_mapping[NAME].folded_calls == 6 * 2
+    for theirs, mine in zip(caches[0].layers, caches[1].layers):
+        assert torch.allclose(mine.keys, theirs.keys, atol=1e-5)
+        assert torch.allclose(mine.values, theirs.values, atol=1e-5)
+
+    sliding = _tiny_qwen2(use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    assert sliding.model.layers[0].self_attn.sliding_window == 8
+    record = install(sliding, "cpu", fold=True)
+    assert record["rope_and_cache_write"]["layers"] == 0
+    assert record["rope_and_cache_write"]["not_folded"].startswith(
+        "Qwen2Attention with a sliding window: quantbench folds only"), record
+    assert all("forward" not in vars(m) for m in sliding.modules())
+
+
 def test_compiled_qb_fold_folds_llama_attention_into_a_native_cache_only():
     """An fp8 KV cache stores its own format (the folded kernel writes the model's dtype), so
     compiled-qb-fold keeps the model's RoPE and cache update there and says why; compiled-qb

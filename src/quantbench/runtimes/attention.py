@@ -102,7 +102,9 @@ class DecodeAttention:
 # Attention modules whose forward is Llama's (q/k/v/o projections, rotate-half RoPE over the
 # whole head, the cache's update, the attention function): only these are folded. Others run
 # their own forward, with the decode attention above.
-FOLDABLE = ("LlamaAttention",)
+# Rotate-half RoPE before the attention, q/k/v projections (with or without bias) and o_proj:
+# the same forward in both; a layer with a sliding window keeps its own.
+FOLDABLE = ("LlamaAttention", "Qwen2Attention")
 
 
 def _folded_forward(module, function: DecodeAttention, original):
@@ -141,8 +143,8 @@ def _fold(model, function: DecodeAttention) -> dict:
         name = type(module).__name__
         if not name.endswith("Attention") or not hasattr(module, "o_proj"):
             continue
-        if name not in FOLDABLE:
-            kept.add(name)
+        if name not in FOLDABLE or getattr(module, "sliding_window", None):
+            kept.add(name if name not in FOLDABLE else f"{name} with a sliding window")
             continue
         module.forward = _folded_forward(module, function, module.forward)
         folded += 1
@@ -153,7 +155,7 @@ def _fold(model, function: DecodeAttention) -> dict:
                          "(the new token attended from registers)")
     if kept:
         record["not_folded"] = (f"{', '.join(sorted(kept))}: quantbench folds only "
-                                f"{', '.join(FOLDABLE)}")
+                                f"{', '.join(FOLDABLE)}, without a sliding window")
     return record
 
 
