@@ -235,8 +235,6 @@ def test_a_model_decodes_the_same_logits_through_it_as_through_sdpa(fold):
     """The transformers glue: registered, the mask of a decode step skipped (the kernel masks by
     position), the prefill still SDPA's; folded, each Llama attention's decode step rotates and
     writes the cache itself, and the cache holds what transformers would have written."""
-    from transformers import AttentionInterface
-
     from quantbench import models
     from quantbench.runtimes.attention import NAME, install
 
@@ -252,20 +250,30 @@ def test_a_model_decodes_the_same_logits_through_it_as_through_sdpa(fold):
         assert "not_folded" not in record["rope_and_cache_write"]
     else:
         assert "rope_and_cache_write" not in record
+    folded_calls = _decodes_as_transformers(plain, ours, steps=8)
+    # every decode step of every layer took the folded path (the prefill never does)
+    assert folded_calls == (8 * layers if fold else 0)
+
+
+def _decodes_as_transformers(plain, ours, steps: int) -> int:
+    """`ours` (attention installed) decodes the logits `plain` does and leaves the same static
+    cache; returns how many layer-steps took the folded path."""
+    from transformers import AttentionInterface
+
+    from quantbench.runtimes.attention import NAME
+
     prompt = list(range(3, 19))
     caches = []
     with torch.no_grad():
-        want = _decode_logits(plain, 40, prompt, 8, caches)
-        got = _decode_logits(ours, 40, prompt, 8, caches)
+        want = _decode_logits(plain, 40, prompt, steps, caches)
+        got = _decode_logits(ours, 40, prompt, steps, caches)
     assert torch.allclose(got, want, atol=1e-4, rtol=0), (got - want).abs().max()
-    function = AttentionInterface._global_mapping[NAME]
-    # every decode step of every layer took the folded path (the prefill never does)
-    assert function.folded_calls == (8 * layers if fold else 0)
     for theirs, mine in zip(caches[0].layers, caches[1].layers):
         # (layers past the first read the other path's attention output, within rounding)
         assert torch.allclose(mine.keys, theirs.keys, atol=1e-5)
         assert torch.allclose(mine.values, theirs.values, atol=1e-5)
-        assert int(mine.cumulative_length) == int(theirs.cumulative_length) == len(prompt) + 8
+        assert int(mine.cumulative_length) == int(theirs.cumulative_length) == len(prompt) + steps
+    return AttentionInterface._global_mapping[NAME].folded_calls
 
 
 def _tiny_qwen2(**config):
@@ -282,24 +290,14 @@ def test_qwen2_attention_folds_too_and_keeps_its_own_forward_where_it_slides():
     """Qwen2's attention is Llama's plus q/k/v biases and an optional sliding window: folded
     where the window is off, with the logits and the cache transformers gives; a sliding layer
     keeps its own forward and the record says why."""
-    from transformers import AttentionInterface
-
-    from quantbench.runtimes.attention import NAME, install
+    from quantbench.runtimes.attention import install
 
     plain, ours = _tiny_qwen2(), _tiny_qwen2()
     assert plain.model.layers[0].self_attn.q_proj.bias is not None
     record = install(ours, "cpu", fold=True)
-    assert record["rope_and_cache_write"] == {"layers": 2, "how": record["rope_and_cache_write"]["how"]}
-    prompt = list(range(3, 19))
-    caches = []
-    with torch.no_grad():
-        want = _decode_logits(plain, 40, prompt, 6, caches)
-        got = _decode_logits(ours, 40, prompt, 6, caches)
-    assert torch.allclose(got, want, atol=1e-4, rtol=0), (got - want).abs().max()
-    assert AttentionInterface._global_mapping[NAME].folded_calls == 6 * 2
-    for theirs, mine in zip(caches[0].layers, caches[1].layers):
-        assert torch.allclose(mine.keys, theirs.keys, atol=1e-5)
-        assert torch.allclose(mine.values, theirs.values, atol=1e-5)
+    assert record["rope_and_cache_write"]["layers"] == 2
+    assert "not_folded" not in record["rope_and_cache_write"]
+    assert _decodes_as_transformers(plain, ours, steps=6) == 6 * 2
 
     sliding = _tiny_qwen2(use_sliding_window=True, sliding_window=8, max_window_layers=0)
     assert sliding.model.layers[0].self_attn.sliding_window == 8
