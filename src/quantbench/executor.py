@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from quantbench import forkserver
 from quantbench.worker import PROGRESS_PREFIX
 
 _SRC = str(Path(__file__).resolve().parent.parent)
@@ -61,18 +62,9 @@ def _child_setup(memory_limit: int | None, hard_limit: bool):
     """Runs in the worker between fork and exec: it dies with its parent (kill -9 of the run
     leaves no worker holding the device) and, on the CPU, cannot map more than the limit."""
     def setup():
-        try:
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except Exception:
-            pass
+        forkserver.die_with_parent()
         if memory_limit and hard_limit:
-            import resource
-
-            # RLIMIT_DATA counts the private writable memory a process maps (heap, anonymous
-            # mappings), not reserved address space or mapped files: what filling RAM takes.
-            resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+            forkserver.limit_data(memory_limit)
     return setup
 
 
@@ -117,8 +109,6 @@ def run_cell(cell: dict, timeout_s: float | None, on_event=None,
 def _start(on_gpu: bool, argv: list[str], env: dict, log, memory_limit: int | None):
     """The cell's worker process: forked from the run's preloaded server (CPU cells), else a
     fresh interpreter (GPU cells, or where the server cannot start)."""
-    from quantbench import forkserver
-
     server = None if on_gpu else forkserver.server_for(env)
     if server is not None:
         try:

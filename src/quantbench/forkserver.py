@@ -36,13 +36,23 @@ PRELOAD = ("torch", "transformers", "transformers.models.llama.modeling_llama",
 _READY = "ready"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """This process is killed when the one that started it ends (a kill -9 of the run leaves
+    nothing holding a device or memory)."""
     try:
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
+
+
+def limit_data(limit: int) -> None:
+    """RLIMIT_DATA counts the private writable memory a process maps (heap, anonymous mappings),
+    not reserved address space or mapped files: what filling RAM takes."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
 # ---- the server's side ----------------------------------------------------------------------
@@ -95,7 +105,7 @@ def _waiter(conn: socket.socket) -> None:
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # so this one can wait for its worker
-        _die_with_parent()
+        die_with_parent()
         request, fds = _receive(conn)
         pid = os.fork()
         if pid == 0:
@@ -115,7 +125,7 @@ def _worker(request: dict, fds: list[int], conn: socket.socket) -> None:
     try:
         conn.close()
         os.setsid()  # the run kills the cell as a process group, as it does a spawned one
-        _die_with_parent()
+        die_with_parent()
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
         for fd in fds:
@@ -127,10 +137,7 @@ def _worker(request: dict, fds: list[int], conn: socket.socket) -> None:
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
         if request.get("memory_limit"):
-            import resource
-
-            limit = request["memory_limit"]
-            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+            limit_data(request["memory_limit"])
         from quantbench import worker
 
         worker._STARTED = time.perf_counter()
@@ -160,9 +167,9 @@ def _worker(request: dict, fds: list[int], conn: socket.socket) -> None:
 class ForkedCell:
     """The part of subprocess.Popen the executor uses, for a worker the server forked."""
 
-    def __init__(self, conn: socket.socket, stdout, pid: int):
+    def __init__(self, conn: socket.socket, stdout, pid: int, received: bytes = b""):
         self._conn, self.stdout, self.pid = conn, stdout, pid
-        self._buffer = b""
+        self._buffer = received  # what the waiter sent after the pid
         self.returncode: int | None = None
 
     def _read_status(self, timeout: float | None) -> None:
@@ -238,9 +245,7 @@ class ForkServer:
             os.close(read_end)
             raise
         first, _, rest = buffer.partition(b"\n")
-        cell = ForkedCell(conn, os.fdopen(read_end, "r"), json.loads(first)["pid"])
-        cell._buffer = rest
-        return cell
+        return ForkedCell(conn, os.fdopen(read_end, "r"), json.loads(first)["pid"], rest)
 
     def close(self) -> None:
         try:

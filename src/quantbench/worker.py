@@ -224,7 +224,8 @@ def measure_cell(cell) -> dict:
                    "positions": positions, "sequences": w.batch_size,
                    "bytes_per_position": kv_per_position,
                    "stored_bytes_source": "computed from the format and the model's shape"})
-    info = {"startup_s": startup_s, "launch": dict(LAUNCH), "device_init_s": device_init_s, **engine.info,
+    info = {"startup_s": startup_s, "launch": dict(LAUNCH), "device_init_s": device_init_s,
+            **engine.info,
             "warmup_s": timed.warmup["seconds"], "warmup": timed.warmup, "timed_runs": timed.stop,
             "parameters": engine.params,
             "torch_threads": torch.get_num_threads(), "versions": scheme.versions(),

@@ -99,11 +99,10 @@ class DecodeAttention:
                                                  pos, scale, chosen)
 
 
-# Attention modules whose forward is Llama's (q/k/v/o projections, rotate-half RoPE over the
-# whole head, the cache's update, the attention function): only these are folded. Others run
-# their own forward, with the decode attention above.
-# Rotate-half RoPE before the attention, q/k/v projections (with or without bias) and o_proj:
-# the same forward in both; a layer with a sliding window keeps its own.
+# Attention modules whose forward is Llama's (q/k/v/o projections, with or without biases,
+# rotate-half RoPE over the whole head, the cache's update, the attention function): only these
+# are folded, and not a layer with a sliding window. Others run their own forward, with the
+# decode attention above.
 FOLDABLE = ("LlamaAttention", "Qwen2Attention")
 
 
