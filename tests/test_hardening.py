@@ -312,6 +312,22 @@ def test_a_cell_measured_under_load_is_flagged_and_never_reused(workdir):
         assert load["group"] == os.environ["QUANTBENCH_CONTENTION_GROUP"]
 
 
+def test_a_whole_run_seen_from_outside_is_its_own_work_not_a_strangers(workdir):
+    # What a group member's sampler relies on (the CI failure of 2026-12-06): a run that starts
+    # and ends inside another's timed window hands its CPU time, its fork server's and every
+    # forked cell's included, to its parent's children times. Were a process on the way reaped
+    # by the kernel or by init, that time would count as a stranger's load.
+    from quantbench.measure.contention import LoadSampler
+
+    sampler = LoadSampler("cpu", run_pid=os.getpid())  # this test and what it starts are the run
+    with sampler:
+        run = quantbench("run", *TINY, "--schemes", "fp32,bf16,fp16", "--log", "",
+                         cwd=workdir)
+    assert run.returncode == 0, run.stderr
+    load = sampler.result()
+    assert not load["contended"], load
+
+
 # ---- 4. interrupted runs -----------------------------------------------------------------
 
 def test_an_interrupted_run_is_marked_never_latest_and_the_same_command_resumes_it(workdir):

@@ -168,7 +168,7 @@ class LLMBenchmark:
         return stable_hash(parts)[:16]
 
     def _run(self) -> RunResult:
-        from quantbench import devicelock, environment, identity
+        from quantbench import devicelock, environment, forkserver, identity
         from quantbench.analysis import build_records
         from quantbench.report import exports
 
@@ -245,6 +245,7 @@ class LLMBenchmark:
                 self.progress.stop()
             if store is not None:
                 store.close()
+            forkserver.shutdown()  # its memory goes back, its CPU time joins the run's
             for lock in locks:
                 lock.release()
         return RunResult(run_id=run_id, db=str(self.db), records=records, files=files,

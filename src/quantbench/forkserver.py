@@ -17,6 +17,7 @@ QUANTBENCH_CELL_START=exec starts every cell with a fresh interpreter instead.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -72,7 +73,10 @@ def serve(path: str) -> int:
     listener.listen(64)
     gc.collect()
     gc.freeze()  # the children's writes to these objects' headers do not copy every page
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # waiters are reaped by the kernel
+    # Reaped here, not by the kernel (SIG_IGN): a reaped child's CPU time joins this process's
+    # children times, up to the run, which is how contention.py counts a finished cell's work
+    # as its run's (or its group's) rather than a stranger's.
+    signal.signal(signal.SIGCHLD, _reap)
     sys.stdout.write(_READY + "\n")
     sys.stdout.flush()
     stdin = sys.stdin.fileno()
@@ -89,6 +93,14 @@ def serve(path: str) -> int:
                 os.close(null)
                 _waiter(conn)  # never returns
             conn.close()
+
+
+def _reap(*_signal) -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -153,8 +165,6 @@ def _worker(request: dict, fds: list[int], conn: socket.socket) -> None:
         traceback.print_exc()
     finally:
         try:
-            import atexit
-
             atexit._run_exitfuncs()
             sys.stdout.flush()
             sys.stderr.flush()
@@ -267,6 +277,17 @@ _server: ForkServer | None = None
 _lock = threading.Lock()
 
 
+def shutdown() -> None:
+    """Ends the run's server and reaps it, so that its CPU time (the preload, every cell's)
+    joins the run's children times: a run that exits leaving it to init would hand another
+    run's contention sampler seconds of work that belongs to no one it knows."""
+    global _server
+    with _lock:
+        if _server is not None:
+            _server.close()
+            _server = None
+
+
 def server_for(env: dict) -> ForkServer | None:
     """The run's server for cells of this environment; None where cells start as before."""
     global _server
@@ -281,4 +302,6 @@ def server_for(env: dict) -> ForkServer | None:
                 _server = ForkServer(env)
             except Exception:
                 return None  # cells start with a fresh interpreter, as they always could
+            atexit.unregister(shutdown)
+            atexit.register(shutdown)  # where the caller ends without saying so
         return _server

@@ -159,7 +159,7 @@ def measure_cell(cell) -> dict:
     reset: dict = {}
     sampler = (telemetry.GPUSampler(torch.device(device).index or 0) if device_type == "cuda"
                else None)
-    load = LoadSampler(device, own_gpu_pids)
+    load = LoadSampler(device, own_gpu_pids, run_pid=LAUNCH["started_by"])
     w = cell.workload
     with contextlib.ExitStack() as during_timed_runs:
         def before_timed():

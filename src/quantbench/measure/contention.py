@@ -31,23 +31,23 @@ def _cpu_busy_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_s() -> float:
+def _own_s(run_pid: int) -> float:
     """This process and the run that started it (its progress display is not contention)."""
     t = os.times()
-    return t.user + t.system + _process_s(os.getppid())
+    return t.user + t.system + _process_s(run_pid)
 
 
-def _run_tree_s() -> float:
+def _run_tree_s(run_pid: int) -> float:
     """CPU seconds of the run that started this cell and everything it started (this cell, the
-    cells measuring beside it on other GPUs, their compile workers), dead children included
-    through their parents' children times."""
+    cells measuring beside it on other GPUs, their compile workers, the fork server), dead
+    children included through their parents' children times."""
     import psutil
 
     try:
-        parent = psutil.Process(os.getppid())
+        parent = psutil.Process(run_pid)
         procs = [parent] + parent.children(recursive=True)
     except psutil.Error:
-        return _own_s()
+        return _own_s(run_pid)
     total = 0.0
     for proc in procs:
         try:
@@ -86,11 +86,11 @@ def _group_s(exclude: set[int]) -> float:
     return total
 
 
-def _tree_pids() -> set[int]:
+def _tree_pids(run_pid: int) -> set[int]:
     import psutil
 
     try:
-        parent = psutil.Process(os.getppid())
+        parent = psutil.Process(run_pid)
         return {parent.pid, os.getpid()} | {p.pid for p in parent.children(recursive=True)}
     except psutil.Error:
         return {os.getpid()}
@@ -136,10 +136,14 @@ def _nvml_index(device: str) -> int | None:
 class LoadSampler:
     """`with LoadSampler(device) as s: ...` then `s.result()`."""
 
-    def __init__(self, device: str, own_gpu_pids: set[int] = frozenset()):
+    def __init__(self, device: str, own_gpu_pids: set[int] = frozenset(),
+                 run_pid: int | None = None):
         """`own_gpu_pids`: this process as NVML numbers it, where that differs from
-        os.getpid() (seen by the worker as the pid that appeared with its CUDA context)."""
+        os.getpid() (seen by the worker as the pid that appeared with its CUDA context).
+        `run_pid`: the run that asked for this cell (worker.LAUNCH["started_by"]); the parent
+        by default, but a forked cell's parent is the fork server's waiter, not the run."""
         self.device = device
+        self.run_pid = run_pid or os.getppid()
         self.own = set(own_gpu_pids) | {os.getpid()}
         self.gpu_index = _nvml_index(device)
         self.cores = os.cpu_count() or 1
@@ -159,6 +163,11 @@ class LoadSampler:
         while not self._stop.wait(1.0):
             self._gpu_sample()
 
+    def _sample(self) -> tuple:
+        run = self.run_pid
+        return (time.monotonic(), _cpu_busy_s(), _own_s(run), _run_tree_s(run),
+                _group_s(_tree_pids(run)))
+
     def __enter__(self):
         self._gpu_sample()
         self._stop = threading.Event()
@@ -166,13 +175,11 @@ class LoadSampler:
         if self._gpu_known:  # a process that comes and goes mid-run is seen too
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
-        self._start = (time.monotonic(), _cpu_busy_s(), _own_s(), _run_tree_s(),
-                       _group_s(_tree_pids()))
+        self._start = self._sample()
         return self
 
     def __exit__(self, *exc):
-        self._end = (time.monotonic(), _cpu_busy_s(), _own_s(), _run_tree_s(),
-                     _group_s(_tree_pids()))
+        self._end = self._sample()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
