@@ -294,7 +294,8 @@ def test_a_cell_measured_under_load_is_flagged_and_never_reused(workdir):
     assert clean.returncode == 0, clean.stderr
     second = {r["scheme"]: r for r in export_json(workdir)}
     assert not second["bf16"]["reused"], "a contended cell was reused as clean"
-    assert not second["bf16"]["info"]["contention"]["contended"]
+    assert not second["bf16"]["info"]["contention"]["contended"], \
+        json.dumps(second["bf16"]["info"]["contention"])
     csv_text = quantbench("export", "--format", "csv", "--run", first[0]["run_id"], cwd=workdir).stdout
     assert "contention_reason" in csv_text.splitlines()[0] and "other processes used" in csv_text
     # The same load from a process of the run's declared group (QUANTBENCH_CONTENTION_GROUP, as
@@ -313,19 +314,52 @@ def test_a_cell_measured_under_load_is_flagged_and_never_reused(workdir):
 
 
 def test_a_whole_run_seen_from_outside_is_its_own_work_not_a_strangers(workdir):
-    # What a group member's sampler relies on (the CI failure of 2026-12-06): a run that starts
-    # and ends inside another's timed window hands its CPU time, its fork server's and every
-    # forked cell's included, to its parent's children times. Were a process on the way reaped
-    # by the kernel or by init, that time would count as a stranger's load.
+    # What a group member's sampler relies on (the CI failure of 2026-12-06): a member's run that
+    # starts and ends inside another's timed window hands its CPU time, its fork server's and
+    # every forked cell's included, to its parent's children times. Were a process on the way
+    # reaped by the kernel or by init, that time would count as a stranger's load.
     from quantbench.measure.contention import LoadSampler
 
-    sampler = LoadSampler("cpu", run_pid=os.getpid())  # this test and what it starts are the run
-    with sampler:
-        run = quantbench("run", *TINY, "--schemes", "fp32,bf16,fp16", "--log", "",
-                         cwd=workdir)
-    assert run.returncode == 0, run.stderr
+    idle, member = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]), None
+    command = " ".join([sys.executable, "-m", "quantbench", "run", *TINY, "--schemes",
+                        "fp32,bf16,fp16", "--log", "''"])
+    try:
+        sampler = LoadSampler("cpu", run_pid=idle.pid)  # a run that does nothing itself
+        with sampler:  # the member: a shell that runs quantbench, then stays (its parent lives)
+            member = subprocess.Popen(["bash", "-c", f"{command} > out.txt 2>&1; touch done; "
+                                       "sleep 600"], cwd=workdir, env=cli_env())
+            deadline = time.monotonic() + 300
+            while not (workdir / "done").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+    finally:
+        for proc in (idle, member):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    assert "fp16" in export_json(workdir)[-1]["scheme"], (workdir / "out.txt").read_text()
     load = sampler.result()
-    assert not load["contended"], load
+    assert not load["contended"] and load["group_cpu_cores"] >= 0.3, json.dumps(load)
+
+
+def test_a_group_members_orphan_that_ends_mid_window_is_still_the_groups():
+    # A killed run's fork server, a stopped Ray daemon: a member of the group whose parent is
+    # gone ends inside the window and is reaped by init, which keeps no account of it. What it
+    # used until the sampler last saw it is the group's, not a stranger's.
+    from quantbench.measure.contention import LoadSampler
+
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sampler = LoadSampler("cpu", run_pid=idle.pid)  # a run that does nothing itself
+        with sampler:
+            subprocess.run(["bash", "-c", f"{sys.executable} -c 'import time\nt = time.time()\n"
+                            "while time.time() - t < 6: pass' &"], check=True)  # orphaned at once
+            time.sleep(8)
+    finally:
+        idle.kill()
+        idle.wait()
+    load = sampler.result()
+    assert not load["contended"] and load["group_cpu_cores"] * load["seconds"] >= 4, \
+        json.dumps(load)
 
 
 # ---- 4. interrupted runs -----------------------------------------------------------------

@@ -131,6 +131,11 @@ def _measure_task(cells: list, timeout_s, memory_limit, command: str, gpu: bool)
                 result["info"]["placed_on"] = f"cuda:{where['gpu_ids'][0]}"
             yield position, data, result, wall, started, env
     finally:
+        # The worker outlives the task, and Ray ends it without running atexit: the cells' fork
+        # server is ended and reaped here, or init reaps it and its CPU time is no one's.
+        from quantbench import forkserver
+
+        forkserver.shutdown()
         lock.release()
 
 

@@ -9,7 +9,7 @@ Processes that share this one's QUANTBENCH_CONTENTION_GROUP are not others (see 
 
 from __future__ import annotations
 
-from quantbench.devices import nvml_handle
+from quantbench.devices import open_nvml
 
 import os
 import threading
@@ -64,15 +64,13 @@ def _run_tree_s(run_pid: int) -> float:
 GROUP_ENV = "QUANTBENCH_CONTENTION_GROUP"
 
 
-def _group_s(exclude: set[int]) -> float:
-    """CPU seconds of the live processes of this process's declared group, outside `exclude`
-    (this run's own tree), their reaped children included."""
+def _group_snapshot(exclude: set[int]) -> dict[tuple[int, float], tuple[float, float, int]]:
+    """Own CPU seconds, reaped children's CPU seconds and parent of each live process of this
+    process's declared group outside `exclude` (this run's own tree), keyed by (pid, start)."""
     import psutil
 
     group = os.environ.get(GROUP_ENV)
-    if not group:
-        return 0.0
-    total = 0.0
+    seen = {}
     for proc in psutil.process_iter():
         if proc.pid in exclude:
             continue
@@ -80,10 +78,73 @@ def _group_s(exclude: set[int]) -> float:
             if proc.environ().get(GROUP_ENV) != group:
                 continue
             t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
+            seen[(proc.pid, proc.create_time())] = (t.user + t.system,
+                                                    t.children_user + t.children_system,
+                                                    proc.ppid())
         except (psutil.Error, OSError):
             pass
-    return total
+    return seen
+
+
+class GroupLedger:
+    """The declared group's CPU seconds over a window, process by process, sampled at its ends
+    and every second between. Summing the live processes alone took a member's whole past away
+    when it ended: a stopped daemon, a killed run's orphans, a Ray worker (Ray's raylet leaves
+    its workers to the kernel to reap), all made the group's work look like a stranger's
+    (2026-12-06).
+
+    A member that ends inside the window counts what it was last seen to use, unless its parent
+    is seen to have taken it into its children times: the parent outlived it (was seen after
+    it was gone), its children times grew by at least what the member had used, and the parent
+    is alive at the end or itself so held. Where that cannot be seen (the two last seen in the
+    same sample), the member counts: the ledger errs towards the group, not a stranger."""
+
+    def __init__(self):
+        self.first: dict | None = None
+        self.history: dict = {}  # key -> {sample index: (own, children, parent)}
+        self.alive: dict = {}
+        self.samples = 0
+        self._lock = threading.Lock()
+
+    def sample(self, exclude: set[int]) -> None:
+        snapshot = _group_snapshot(exclude)
+        with self._lock:
+            if self.first is None:
+                self.first = snapshot
+            self.samples += 1
+            for key, value in snapshot.items():
+                self.history.setdefault(key, {})[self.samples] = value
+            self.alive = snapshot
+
+    def _held(self, key, by_pid: dict, live: set[int], depth: int = 0) -> bool:
+        """Whether this ended member's time is in a live process's children times."""
+        seen = max(self.history[key])
+        own, children, parent = self.history[key][seen]
+        if parent not in by_pid:  # this run's own tree (excluded from the snapshots), or init
+            return parent in live
+        parent_key = by_pid[parent]
+        history = self.history[parent_key]
+        last = max(history)
+        if last <= seen or depth > 16:
+            return False  # not seen to outlive it
+        before = max((i for i in history if i <= seen), default=None)
+        gained = history[last][1] - (history[before][1] if before is not None else 0.0)
+        if gained < 0.9 * (own + children):
+            return False  # a parent that lets the kernel reap its children
+        return parent_key in self.alive or self._held(parent_key, by_pid, live, depth + 1)
+
+    def seconds(self, run_tree: set[int]) -> float:
+        with self._lock:
+            live = {pid for pid, _ in self.alive} | run_tree
+            by_pid = {pid: (pid, start) for pid, start in self.history}
+            total = 0.0
+            for key, history in self.history.items():
+                if key not in self.alive and self._held(key, by_pid, live):
+                    continue
+                own, children, _ = history[max(history)]
+                start = self.first.get(key, (0.0, 0.0, 0))
+                total += max(0.0, own + children - start[0] - start[1])
+            return total
 
 
 def _tree_pids(run_pid: int) -> set[int]:
@@ -112,10 +173,7 @@ def gpu_pids(device: str) -> set[int] | None:
     if index is None:
         return None
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = nvml_handle(pynvml, index)
+        pynvml, handle = open_nvml(index)
         return {p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)}
     except Exception as exc:  # NVML absent or not permitted: said in the record, not guessed
         global NVML_ERROR
@@ -127,7 +185,7 @@ NVML_ERROR: str | None = None
 
 
 def _nvml_index(device: str) -> int | None:
-    """torch's index of the device; devices.nvml_handle finds NVML's GPU for it."""
+    """torch's index of the device; devices.open_nvml finds NVML's GPU for it."""
     if not device.startswith("cuda"):
         return None
     return int(device.split(":")[1]) if ":" in device else 0
@@ -162,31 +220,37 @@ class LoadSampler:
     def _poll(self) -> None:
         while not self._stop.wait(1.0):
             self._gpu_sample()
+            if self._group is not None:
+                self._group.sample(_tree_pids(self.run_pid))
 
     def _sample(self) -> tuple:
         run = self.run_pid
-        return (time.monotonic(), _cpu_busy_s(), _own_s(run), _run_tree_s(run),
-                _group_s(_tree_pids(run)))
+        tree = _tree_pids(run)
+        if self._group is not None:
+            self._group.sample(tree)
+        return time.monotonic(), _cpu_busy_s(), _own_s(run), _run_tree_s(run), tree
 
     def __enter__(self):
         self._gpu_sample()
+        self._group = GroupLedger() if os.environ.get(GROUP_ENV) else None
         self._stop = threading.Event()
         self._thread = None
-        if self._gpu_known:  # a process that comes and goes mid-run is seen too
+        # A process that comes and goes mid-run is seen too: on the GPU, and in the group.
+        if self._gpu_known or self._group is not None:
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
         self._start = self._sample()
         return self
 
     def __exit__(self, *exc):
-        self._end = self._sample()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self._end = self._sample()
         self._gpu_sample()
 
     def result(self) -> dict:
-        (t0, busy0, own0, tree0, group0), (t1, busy1, own1, tree1, group1) = self._start, self._end
+        (t0, busy0, own0, tree0, _), (t1, busy1, own1, tree1, pids1) = self._start, self._end
         wall = max(t1 - t0, 1e-9)
         out: dict = {"cpu_cores": self.cores, "seconds": wall}
         reasons = []
@@ -194,7 +258,7 @@ class LoadSampler:
             # The run's other cells (other GPUs of a sweep) are not strangers: they are
             # recorded apart, and count only when the machine had no core left for this cell.
             run_s = max(own1 - own0, tree1 - tree0)
-            group_s = max(0.0, group1 - group0)
+            group_s = self._group.seconds(pids1) if self._group is not None else 0.0
             other_s = max(0.0, (busy1 - busy0) - run_s - group_s)
             if os.environ.get(GROUP_ENV):
                 out["group"] = os.environ[GROUP_ENV]
