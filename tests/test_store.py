@@ -23,13 +23,15 @@ def test_cells_and_samples_round_trip_through_a_real_file(tmp_path):
     store, row = _store_with_cell(tmp_path / "r.db")
     store.end_run("r1", 1, 0, 2.0)
     store.close()
-    again = Store(tmp_path / "r.db", create=False)
-    cells = again.cells("r1")
+    with Store(tmp_path / "r.db", create=False) as again:  # closed when the block ends
+        cells = again.cells("r1")
+        assert again.run("r1")["cells_ok"] == 1
+        assert again.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert len(cells) == 1 and cells[0]["cell_row"] == row
     assert cells[0]["samples"] == {"decode_tok_s": [1.0, 2.0]}
     assert "ids" not in cells[0]["config"]["prompt"]  # kept once, in the run's config
-    assert again.run("r1")["cells_ok"] == 1
-    assert again.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        again.cells("r1")
 
 
 @pytest.mark.parametrize("sql", ["UPDATE cells SET status='failed'", "DELETE FROM samples",

@@ -3,6 +3,7 @@ generations and log (registered on the app of `quantbench.cli`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Optional
@@ -36,13 +37,10 @@ def export(
         raise UsageError(f"--format '{fmt}' is not supported: choose one of {', '.join(FORMATS)}")
     if output is not None:
         outputs.check_file(output, "--output", must_be_new=True)
-    store = Store(db, create=False)
-    try:
+    with Store(db, create=False) as store:
         run = store.resolve_run(run_id)
         _say_state(store, run)
         records = build_records(store, run)
-    finally:
-        store.close()
     text = FORMATS[fmt](records)
     if output:
         write_new(Path(output), text)
@@ -71,13 +69,10 @@ def report(
     from quantbench.store import Store
 
     outputs.check_dir(out_dir, "--out")
-    store = Store(db, create=False)
-    try:
+    with Store(db, create=False) as store:
         run = store.resolve_run(run_id)
         _say_state(store, run)
         files = write_report(store, run, out_dir)
-    finally:
-        store.close()
     for f in files:
         out.print(f)
 
@@ -99,14 +94,10 @@ def compare(
     from quantbench.report.compare import pair, table
     from quantbench.store import Store
 
-    store_a = Store(db, create=False)
-    store_b = Store(db_b, create=False) if db_b else store_a
-    try:
+    with Store(db, create=False) as store_a, \
+            (Store(db_b, create=False) if db_b else contextlib.nullcontext(store_a)) as store_b:
         id_a, id_b = store_a.resolve_run(run_a), store_b.resolve_run(run_b)
         rows = pair(build_records(store_a, id_a), build_records(store_b, id_b))
-    finally:
-        store_a.close()
-        store_b.close()
     if not rows:
         raise UsageError(f"runs {id_a} and {id_b} share no cell (same model, scheme, runtime, "
                          "workload and device type): nothing to compare")
@@ -134,13 +125,10 @@ def generations(
     from quantbench.report.generations import MARK, rows
     from quantbench.store import Store
 
-    store = Store(db, create=False)
-    try:
+    with Store(db, create=False) as store:
         run = store.resolve_run(run_id)
         _say_state(store, run)
         entries = rows(build_records(store, run))
-    finally:
-        store.close()
     if not entries:
         raise UsageError(f"run {run} has no generations: it was measured without quality "
                          "(random weights or --no-quality)")
@@ -175,11 +163,8 @@ def log_command(
 
     if out_file is not None:
         outputs.check_file(out_file, "--out")
-    store = Store(db, create=False)
-    try:
+    with Store(db, create=False) as store:
         text = full_log(store)
-    finally:
-        store.close()
     if not out_file:
         sys.stdout.write(text)
         return

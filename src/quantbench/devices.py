@@ -35,6 +35,22 @@ def resolve_device(device: str) -> tuple[str, tuple[int, int] | None]:
     raise UsageError(f"--device '{device}' not understood: use auto, cpu, cuda or cuda:N")
 
 
+_NVML_READY = False
+
+
+def open_nvml(index: int | None = None):
+    """pynvml, initialised once a process, and NVML's handle for torch's cuda:`index` (None
+    without an index). Raises where NVML is absent or not permitted: each caller records what
+    it then could not learn."""
+    global _NVML_READY
+    import pynvml
+
+    if not _NVML_READY:
+        pynvml.nvmlInit()
+        _NVML_READY = True
+    return pynvml, (None if index is None else nvml_handle(pynvml, index))
+
+
 def nvml_handle(pynvml, index: int):
     """NVML's handle for torch's cuda:`index`. NVML numbers GPUs by PCI bus and ignores
     CUDA_VISIBLE_DEVICES, CUDA by speed and the mask: the UUID is the one name both share (a

@@ -82,9 +82,9 @@ def gpus() -> list[dict]:
     found = []
     driver = None
     try:
-        import pynvml
+        from quantbench.devices import open_nvml
 
-        pynvml.nvmlInit()
+        pynvml, _ = open_nvml()
         driver = pynvml.nvmlSystemGetDriverVersion()
         driver = driver.decode() if isinstance(driver, bytes) else driver
     except Exception:  # NVML absent or not permitted: the driver version stays unknown

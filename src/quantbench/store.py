@@ -108,6 +108,12 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ---- writes ---------------------------------------------------------------------------
     def add_env(self, env: dict) -> str:
         env_id = stable_hash(env)[:16]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quantbench.devices import nvml_handle
+from quantbench.devices import open_nvml
 
 import os
 import resource
@@ -265,10 +265,7 @@ def nvml_process_bytes(index: int, pid: int) -> int | None:
     """Device memory NVML attributes to one process (llama.cpp's allocations are invisible to
     torch); None where NVML cannot say (no driver, or a container that hides process ids)."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = nvml_handle(pynvml, index)
+        pynvml, handle = open_nvml(index)
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if proc.pid == pid and proc.usedGpuMemory is not None:
                 return int(proc.usedGpuMemory)
@@ -279,10 +276,7 @@ def nvml_process_bytes(index: int, pid: int) -> int | None:
 
 def nvml_used_bytes(index: int) -> int | None:
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = nvml_handle(pynvml, index)
+        pynvml, handle = open_nvml(index)
         return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
     except Exception:  # no driver, no library (CPU machines), or no permission
         return None

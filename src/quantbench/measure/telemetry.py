@@ -4,7 +4,7 @@ a reason says why; they are never zero-filled."""
 
 from __future__ import annotations
 
-from quantbench.devices import nvml_handle
+from quantbench.devices import open_nvml
 
 import threading
 import time
@@ -23,11 +23,7 @@ class GPUSampler:
         self._stop = threading.Event()
         self._thread = None
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self.nvml = pynvml
-            self.handle = nvml_handle(pynvml, index)
+            self.nvml, self.handle = open_nvml(index)
         except Exception as exc:  # no library, no driver, no device
             self.nvml = None
             self.reason = f"NVML unavailable ({type(exc).__name__})"

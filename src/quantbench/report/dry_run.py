@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from rich.table import Table
@@ -10,9 +11,14 @@ from rich.table import Table
 def print_plan(console, bench) -> None:
     from quantbench.store import Store
 
+    known = Path(bench.db).is_file()  # a dry run creates no database
+    with Store(bench.db, create=False) if known else contextlib.nullcontext() as store:
+        _print_plan(console, bench, store)
+
+
+def _print_plan(console, bench, store) -> None:
     comparisons = bench.plan()
     repeat = bench.config.comparing.repeat_baseline
-    store = Store(bench.db, create=False) if Path(bench.db).is_file() else None
     table = Table(title="cells this run would measure (--dry-run: nothing is measured)",
                   title_justify="left")
     for name in ("#", "comparison", "scheme", "runtime", "devices", "estimate", "from"):
@@ -49,5 +55,3 @@ def print_plan(console, bench) -> None:
     console.print(text, highlight=False)
     for note in bench.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    if store:
-        store.close()
