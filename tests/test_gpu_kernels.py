@@ -259,20 +259,20 @@ def test_folded_decode_attention_rotates_writes_and_attends_on_the_gpu():
 
 
 def test_compiled_qb_captures_one_checked_graph_with_its_attention_kernel(workdir):
-    """compiled-qb and compiled-qb-fold beside compiled-fused: one checked graph each, the
-    attention kernel in it; folded, fewer kernels a token than compiled-qb."""
+    """compiled-qb and compiled-qb-fold: one checked graph each, the attention kernel in it;
+    folded, fewer kernels a token than compiled-qb. (compiled-fused is left to the benchmarks:
+    its two cells took this test past a GPU call's step limit, 2026-12-06.)"""
     from quantbench.kernels.attention import plan
 
     schemes = ["bf16", "qb-int4"]
     proc = quantbench("run", "--model", "random:llama-3.2-1b", "--runtime",
-                      "compiled-fused,compiled-qb,compiled-qb-fold", "--schemes", ",".join(schemes),
+                      "compiled-qb,compiled-qb-fold", "--schemes", ",".join(schemes),
                       "--prompt-tokens", "128", "--new-tokens", "64", "--warmup", "1",
                       "--runs", "3", "--cell-timeout", "600", "--no-repeat-baseline",
                       cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     by = {(r["runtime"], r["scheme"]): r for r in export_json(workdir)}
     for scheme in schemes:
-        fused = by[("compiled-fused", scheme)]
         for runtime in ("compiled-qb", "compiled-qb-fold"):
             qb = by[(runtime, scheme)]
             assert qb["status"] == "ok", qb["error"]
@@ -288,8 +288,8 @@ def test_compiled_qb_captures_one_checked_graph_with_its_attention_kernel(workdi
             assert "qb_decode_attention" in names, c["profile"]["top"]
         qb, fold = by[("compiled-qb", scheme)], by[("compiled-qb-fold", scheme)]
         assert fold["info"]["attention"]["rope_and_cache_write"]["layers"] == 16
-        kernels = [r["info"]["compiled"]["profile"]["kernels_per_token"] for r in (fused, qb, fold)]
+        kernels = [r["info"]["compiled"]["profile"]["kernels_per_token"] for r in (qb, fold)]
         # RoPE and the cache write were kernels of their own in each of the 16 layers
-        assert kernels[2] < kernels[1], kernels
-        print(scheme, "kernels/token (fused, qb, qb-fold):", kernels, "decode tok/s:",
-              [r["metrics"]["decode_tok_s"]["median"] for r in (fused, qb, fold)])
+        assert kernels[1] < kernels[0], kernels
+        print(scheme, "kernels/token (qb, qb-fold):", kernels, "decode tok/s:",
+              [r["metrics"]["decode_tok_s"]["median"] for r in (qb, fold)])
