@@ -158,6 +158,7 @@ def log_command(
     from pathlib import Path
 
     from quantbench import outputs
+    from quantbench.report.exports import write_new
     from quantbench.report.log import full_log
     from quantbench.store import Store
 
@@ -176,5 +177,5 @@ def log_command(
         path.rename(backup)
         err.print(f"kept the previous log as {backup}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_new(path, text)
     err.print(f"wrote {path}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from quantbench.analysis import build_records
 from quantbench.config import repetitions_text
 from quantbench.report import dashboard, html, panels
+from quantbench.report.exports import write_new
 from quantbench.report.markdown import summary
 from quantbench.report.sweep import by_comparison, crossover_lines
 from quantbench.report.table import runtimes
@@ -68,5 +69,5 @@ def write_report(store, run_id: str, out: str) -> list[str]:
     png = _new_path(folder, f"{run_id}-dashboard", ".png")
     dashboard.render_png(built, title.replace("$", r"\$"), png)
     page = _new_path(folder, f"{run_id}-dashboard", ".html")
-    page.write_text(html.render_html(built, records, title, [x for x in lines if x]))
+    write_new(page, html.render_html(built, records, title, [x for x in lines if x]))
     return [str(png), str(page)]
