@@ -288,6 +288,9 @@ def shutdown() -> None:
             _server = None
 
 
+atexit.register(shutdown)  # where a caller ends without saying so
+
+
 def server_for(env: dict) -> ForkServer | None:
     """The run's server for cells of this environment; None where cells start as before."""
     global _server
@@ -302,6 +305,4 @@ def server_for(env: dict) -> ForkServer | None:
                 _server = ForkServer(env)
             except Exception:
                 return None  # cells start with a fresh interpreter, as they always could
-            atexit.unregister(shutdown)
-            atexit.register(shutdown)  # where the caller ends without saying so
         return _server

@@ -37,17 +37,17 @@ def _own_s(run_pid: int) -> float:
     return t.user + t.system + _process_s(run_pid)
 
 
-def _run_tree_s(run_pid: int) -> float:
+def _run_tree(run_pid: int) -> tuple[float, set[int]]:
     """CPU seconds of the run that started this cell and everything it started (this cell, the
     cells measuring beside it on other GPUs, their compile workers, the fork server), dead
-    children included through their parents' children times."""
+    children included through their parents' children times; and their pids, with this one's."""
     import psutil
 
     try:
         parent = psutil.Process(run_pid)
         procs = [parent] + parent.children(recursive=True)
     except psutil.Error:
-        return _own_s(run_pid)
+        return _own_s(run_pid), {os.getpid()}
     total = 0.0
     for proc in procs:
         try:
@@ -55,7 +55,7 @@ def _run_tree_s(run_pid: int) -> float:
             total += t.user + t.system + t.children_user + t.children_system
         except psutil.Error:
             pass
-    return total
+    return total, {p.pid for p in procs} | {os.getpid()}
 
 
 # Runs started together on purpose (a test suite's parallel workers, a CI matrix on one box)
@@ -100,8 +100,8 @@ class GroupLedger:
     same sample), the member counts: the ledger errs towards the group, not a stranger."""
 
     def __init__(self):
-        self.first: dict | None = None
-        self.history: dict = {}  # key -> {sample index: (own, children, parent)}
+        # key -> {sample index: (own, children, parent)}; sample 1 is the window's start
+        self.history: dict = {}
         self.alive: dict = {}
         self.samples = 0
         self._lock = threading.Lock()
@@ -109,8 +109,6 @@ class GroupLedger:
     def sample(self, exclude: set[int]) -> None:
         snapshot = _group_snapshot(exclude)
         with self._lock:
-            if self.first is None:
-                self.first = snapshot
             self.samples += 1
             for key, value in snapshot.items():
                 self.history.setdefault(key, {})[self.samples] = value
@@ -142,19 +140,9 @@ class GroupLedger:
                 if key not in self.alive and self._held(key, by_pid, live):
                     continue
                 own, children, _ = history[max(history)]
-                start = self.first.get(key, (0.0, 0.0, 0))
-                total += max(0.0, own + children - start[0] - start[1])
+                start_own, start_children, _ = history.get(1, (0.0, 0.0, 0))
+                total += max(0.0, own + children - start_own - start_children)
             return total
-
-
-def _tree_pids(run_pid: int) -> set[int]:
-    import psutil
-
-    try:
-        parent = psutil.Process(run_pid)
-        return {parent.pid, os.getpid()} | {p.pid for p in parent.children(recursive=True)}
-    except psutil.Error:
-        return {os.getpid()}
 
 
 def _process_s(pid: int) -> float:
@@ -221,14 +209,14 @@ class LoadSampler:
         while not self._stop.wait(1.0):
             self._gpu_sample()
             if self._group is not None:
-                self._group.sample(_tree_pids(self.run_pid))
+                self._group.sample(_run_tree(self.run_pid)[1])
 
     def _sample(self) -> tuple:
         run = self.run_pid
-        tree = _tree_pids(run)
+        tree_s, tree = _run_tree(run)
         if self._group is not None:
             self._group.sample(tree)
-        return time.monotonic(), _cpu_busy_s(), _own_s(run), _run_tree_s(run), tree
+        return time.monotonic(), _cpu_busy_s(), _own_s(run), tree_s, tree
 
     def __enter__(self):
         self._gpu_sample()
