@@ -8,7 +8,8 @@
 #   tests  pytest -m gpu on tests/test_gpu_kernels.py, -k "${TESTS}" (default: the attention tests;
 #          the compiled one measures six 1B cells: ${TESTS_LIMIT:-420} s)
 #   attn   benchmarks/decode_attention.py, 1B and 8B head layouts, batch 1 and 8
-#   1b 8b 8b8  quantbench run, 128 + 128 tokens, runtimes ${RT}, schemes ${SCHEMES}
+#   1b 8b 8b8  quantbench run, 128 + 128 tokens, runtimes ${RT}, schemes ${SCHEMES_<step>} or
+#          else ${SCHEMES} (SCHEMES_8b8=bf16,qb-int4 ...)
 set -u
 pip install -q --no-deps --target /tmp/site .whl-gpu/*.whl > /dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
@@ -31,7 +32,7 @@ for step in "$@"; do
     case $step in 1b) m=llama-3.2-1b; b=1 ;; 8b) m=llama-3.1-8b; b=1 ;;
                   8b8) m=llama-3.1-8b; b=8 ;; esac
     timeout -s INT -k 15 $(left) python -m quantbench run --model random:$m --device cuda \
-      --runtime $RT --schemes $SCHEMES --batch-size $b --new-tokens 128 --runs 5 --warmup 1 \
+      --runtime $RT --schemes $(eval echo \${SCHEMES_$step:-$SCHEMES}) --batch-size $b --new-tokens 128 --runs 5 --warmup 1 \
       --no-repeat-baseline --cell-timeout 200 --db /root/qb/run-$step.db --out /root/qb/r \
       --log "" > $OUT/run-$step.txt 2>&1
     tail -30 $OUT/run-$step.txt; cp /root/qb/run-$step.db $OUT/ ;;
