@@ -260,8 +260,12 @@ def test_folded_decode_attention_rotates_writes_and_attends_on_the_gpu():
 
 def test_compiled_qb_captures_one_checked_graph_with_its_attention_kernel(workdir):
     """compiled-qb and compiled-qb-fold: one checked graph each, the attention kernel in it;
-    folded, fewer kernels a token than compiled-qb. (compiled-fused is left to the benchmarks:
-    its two cells took this test past a GPU call's step limit, 2026-12-06.)"""
+    folded, fewer kernels a token than compiled-qb where the projections are quantbench's
+    opaque matmul (qb-int4). In bf16 inductor fuses RoPE into the projections' own reduction
+    kernels, so folding does not lower the count: 199 against 203 on an H100 (2026-12-06,
+    this test's first GPU run, which asserted it for bf16 too and failed there).
+    (compiled-fused is left to the benchmarks: its two cells took this test past a GPU call's
+    step limit, 2026-12-06.)"""
     from quantbench.kernels.attention import plan
 
     schemes = ["bf16", "qb-int4"]
@@ -289,7 +293,9 @@ def test_compiled_qb_captures_one_checked_graph_with_its_attention_kernel(workdi
         qb, fold = by[("compiled-qb", scheme)], by[("compiled-qb-fold", scheme)]
         assert fold["info"]["attention"]["rope_and_cache_write"]["layers"] == 16
         kernels = [r["info"]["compiled"]["profile"]["kernels_per_token"] for r in (qb, fold)]
-        # RoPE and the cache write were kernels of their own in each of the 16 layers
-        assert kernels[1] < kernels[0], kernels
+        if scheme != "bf16":
+            # after an opaque matmul, RoPE and the cache write were kernels of their own in
+            # each of the 16 layers
+            assert kernels[1] < kernels[0], kernels
         print(scheme, "kernels/token (qb, qb-fold):", kernels, "decode tok/s:",
               [r["metrics"]["decode_tok_s"]["median"] for r in (qb, fold)])
