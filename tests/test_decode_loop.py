@@ -118,3 +118,68 @@ def test_the_graph_check_accepts_argmax_ties_within_rounding_and_refuses_wrong_t
     bad = decoder.agreement(ids.tolist(), wrong, 8)
     assert not bad["within_tolerance"] and bad["first_out_of_tolerance"] == 3
     assert bad["worst_gap_over_allowed"] > 5
+
+
+def _decoder_with_a_stand_in_graph(noisy_head: bool, freeze_a_token: bool):
+    """A CPU decoder whose 'graph' replays the step itself (CUDA graphs need a GPU), so the
+    check's own logic runs: optionally the replay writes a wrong token (a value frozen on the
+    host), optionally the head adds fresh noise each call (kernels whose sums change order)."""
+    from types import SimpleNamespace
+
+    from quantbench.runtimes.static_decoder import CompiledDecoder
+
+    model = models.load({"kind": "random", "preset": "tiny"}, torch.float32, "cpu", seed=3)
+    if noisy_head:
+        noise = torch.Generator().manual_seed(7)
+        model.lm_head.register_forward_hook(
+            lambda module, args, out: out + 10 * out.std() * torch.randn(
+                out.shape, generator=noise, dtype=out.dtype))
+    ids = torch.randint(0, 512, (4, 12), generator=torch.Generator().manual_seed(1)).tolist()
+    decoder = CompiledDecoder(model, "cpu", batch=4, prompt_tokens=12, new_tokens=9,
+                              inductor=False)
+    decoder.prepare(ids)
+
+    def replay():
+        decoder._body()
+        if freeze_a_token:
+            wrong = (decoder.ids + 1) % 512
+            decoder.ids.copy_(wrong)
+            decoder.out.index_copy_(1, decoder.slot - 1, wrong)
+
+    decoder.graph = SimpleNamespace(replay=replay)
+    return decoder, ids
+
+
+def test_a_refused_graph_says_whether_the_step_disagrees_with_itself():
+    """A graph beyond the check's tolerance is refused either way; the record says why: a step
+    that agrees with itself points at a value frozen into the graph, one that does not (a
+    kernel whose split sums land in another order each run: gemlite's bf16 atomics on a
+    quantized lm_head, 2026-12-06) cannot be told from a frozen value."""
+    from quantbench.runtimes.static_decoder import refusal_reason
+
+    with torch.no_grad():
+        decoder, ids = _decoder_with_a_stand_in_graph(noisy_head=False, freeze_a_token=True)
+        frozen = decoder._check(ids)
+        decoder, ids = _decoder_with_a_stand_in_graph(noisy_head=True, freeze_a_token=False)
+        noisy = decoder._check(ids)
+        decoder, ids = _decoder_with_a_stand_in_graph(noisy_head=False, freeze_a_token=False)
+        same = decoder._check(ids)
+    assert same["identical"] and "step_against_itself" not in same
+    assert not frozen["within_tolerance"] and frozen["first_difference"] == 1
+    assert frozen["step_against_itself"] == {"within_tolerance": True,
+                                             "worst_gap_over_allowed": 0.0,
+                                             "first_out_of_tolerance": None}
+    reason = refusal_reason(frozen)
+    assert reason.endswith("agrees with itself: something the step computes on the host was "
+                           "frozen into the graph"), reason
+    assert not noisy["within_tolerance"]
+    own = noisy["step_against_itself"]
+    assert not own["within_tolerance"] and own["worst_gap_over_allowed"] > 1
+    reason = refusal_reason(noisy)
+    assert "does not agree with itself either" in reason and "cannot be told" in reason, reason
+    assert f"{own['worst_gap_over_allowed']:.2f}x" in reason
+    varies = {"worst_gap_over_allowed": 40.0, "step_against_itself": {
+        "within_tolerance": True, "worst_gap_over_allowed": 0.3, "first_out_of_tolerance": None}}
+    assert refusal_reason(varies).endswith("varies between runs too, but less (worst 0.30x the "
+                                           "tolerance): something the step computes on the host "
+                                           "was likely frozen into the graph")

@@ -26,6 +26,29 @@ _CHECK_STEPS = 16
 _PROFILE_STEPS = 4
 
 
+def refusal_reason(check: dict) -> str:
+    """Why a captured graph is not used, from its check (CompiledDecoder._check): the graph's
+    tokens beyond rounding of the step's logits, and whether the step without a graph agreed
+    with itself (a value frozen on the host) or not (kernels whose sums change order run to
+    run, which the check cannot tell from a frozen value)."""
+    graph = check.get("worst_gap_over_allowed", float("nan"))
+    head = (f"the graph's tokens differ from the step's run without it beyond rounding of the "
+            f"logits (worst {graph:.2f}x the tolerance)")
+    own = check.get("step_against_itself")
+    if own is None or own["worst_gap_over_allowed"] == 0:
+        agrees = " while the step run again without a graph agrees with itself" if own else ""
+        return f"{head}{agrees}: something the step computes on the host was frozen into the graph"
+    mine = own["worst_gap_over_allowed"]
+    if not own["within_tolerance"]:
+        return (f"{head}, and the step without a graph does not agree with itself either (its "
+                f"own tokens rescored by a second run: worst {mine:.2f}x the tolerance): its "
+                f"kernels sum in another order each run (split-K atomics) beyond the check's "
+                f"tolerance, so a value frozen into the graph cannot be told from that noise")
+    return (f"{head}; the step without a graph varies between runs too, but less (worst "
+            f"{mine:.2f}x the tolerance): something the step computes on the host was likely "
+            f"frozen into the graph")
+
+
 class CompiledDecoder:
     """Generates greedily with a static cache; `prepare` compiles and captures (timed apart),
     `generate` then replays."""
@@ -193,9 +216,7 @@ class CompiledDecoder:
         if not check["identical"] and not check.get("within_tolerance"):
             self.graph = None
             self.info["cuda_graph"].update(
-                captured=False, reason="the graph's tokens differ from the step's run without "
-                "it, beyond rounding of the logits: something the step computes on the host was "
-                "frozen into the graph",
+                captured=False, reason=refusal_reason(check),
                 consequence="each step runs without a graph")
             return
         self.info["profile"] = self._profile(prompt)
@@ -219,6 +240,13 @@ class CompiledDecoder:
             # between two kernels that reduce in another order: the graph's tokens are then
             # still right. Held to the logits, token for token, not to the ids.
             out.update(self.agreement(prompt, runs[0], steps))
+            if not out["within_tolerance"]:
+                # Before blaming the graph: the step without it, its own tokens rescored by a
+                # second run of it. A step whose kernels sum in a different order each run
+                # (split-K atomics) disagrees with itself too.
+                own = self.agreement(prompt, runs[1], steps)
+                out["step_against_itself"] = {k: own[k] for k in (
+                    "within_tolerance", "worst_gap_over_allowed", "first_out_of_tolerance")}
         return out
 
     def _forward_logits(self, ids, pos):
