@@ -184,7 +184,8 @@ def test_the_code_a_traced_decode_step_runs_imports_nothing():
 
     folded_forward = glue._folded_forward(None, None, None)
     for fn in (glue._mask, glue.DecodeAttention.__call__, glue.DecodeAttention._plan,
-               glue.DecodeAttention.folded, folded_forward, attention.decode_attention,
+               glue.DecodeAttention.folded, folded_forward, glue._rope_once(None),
+               attention.rope_table, attention.decode_attention,
                attention.decode_attention_folded, attention.reference,
                attention.reference_folded, attention.rotate):
         imports = [i.argval for i in dis.get_instructions(fn) if i.opname == "IMPORT_NAME"]
@@ -392,6 +393,7 @@ def test_compiled_qb_runs_beside_compiled_fused_with_the_same_tokens(workdir):
     fold = by["compiled-qb-fold"]
     assert fold["status"] == "ok", fold["error"]
     assert fold["info"]["attention"]["rope_and_cache_write"]["layers"] == 30
+    assert "rope_table" in fold["info"]["attention"]["rope_and_cache_write"]
     assert "rope_and_cache_write" not in qb["info"]["attention"]
     compile_ = fold["info"]["compiled"]["compile"]
     assert compile_["graphs"] == 1 and compile_["graph_breaks"] == 0, compile_

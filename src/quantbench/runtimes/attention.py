@@ -136,6 +136,19 @@ def _folded_forward(module, function: DecodeAttention, original):
     return forward
 
 
+def _rope_once(original):
+    """A rotary embedding's forward whose decode-step cos/sin are realized once for every
+    folded layer (kernels.attention.rope_table); the prefill's are left as they are."""
+
+    def forward(x, position_ids, *args, **kwargs):
+        cos, sin = original(x, position_ids, *args, **kwargs)
+        if position_ids.shape[-1] != 1:
+            return cos, sin
+        return attention.rope_table(cos, sin)
+
+    return forward
+
+
 def _fold(model, function: DecodeAttention) -> dict:
     folded, kept = 0, set()
     for module in model.modules():
@@ -152,6 +165,14 @@ def _fold(model, function: DecodeAttention) -> dict:
         record["how"] = ("RoPE of q and of the new key, and the write of the new key and value "
                          "into the static cache, inside the decode attention's split kernel "
                          "(the new token attended from registers)")
+        rotaries = [m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
+        if rotaries:
+            attention.register()  # before any trace: a traced step finds the operator there
+        for rotary in rotaries:
+            rotary.forward = _rope_once(rotary.forward)
+        if rotaries:
+            record["rope_table"] = ("the step's cos/sin computed once and kept as buffers "
+                                    "(torch.ops.quantbench.rope_table) for every folded layer")
     if kept:
         record["not_folded"] = (f"{', '.join(sorted(kept))}: quantbench folds only "
                                 f"{', '.join(FOLDABLE)}, without a sliding window")
