@@ -367,6 +367,37 @@ def test_the_kernel_decodes_a_models_logits_under_the_interpreter():
     assert out["True"]["folded_calls"] == 4 * 2 and out["False"]["folded_calls"] == 0
 
 
+def test_every_folded_layer_reads_the_steps_one_cos_sin_in_the_compiled_step():
+    """Inductor copies an input it left unrealized at every call of an opaque operator: the
+    folded attention's cos/sin were recomputed for each layer (H100 profiles, 2026-12-06: ~100
+    small kernels a token at 8B batch 8). Through quantbench::rope_table every layer's call
+    reads the same two buffers. Checked in inductor's own generated code for the tiny model's
+    compiled step, the kernels run by Triton's interpreter; without rope_table the two layers'
+    calls read four different buffers."""
+    out = _interpreted("""
+        import json, re, torch
+        from torch._inductor.utils import run_and_get_code
+        from quantbench import kvcache, models
+        from quantbench.runtimes import get
+        from quantbench.runtimes.static_decoder import CompiledDecoder
+        model = models.load(models.resolve("random:tiny").to_dict(), torch.float32, "cpu")
+        record = get("compiled-qb-fold").install_attention(model, "cpu", kvcache.get("auto"))
+        decoder = CompiledDecoder(model, "cpu", batch=1, prompt_tokens=12, new_tokens=4)
+        _, codes = run_and_get_code(decoder.prepare, [list(range(3, 15))])
+        calls = [line.split("decode_attention_folded.default(", 1)[1] for code in codes
+                 for line in code.splitlines() if "decode_attention_folded.default(" in line]
+        # arguments: q, new_k, new_v, cos, sin, ...: the buffers the 4th and 5th are views of
+        tables = [re.findall(r"\\b(buf\\d+|arg\\d+_\\d+)\\b", call)[3:5] for call in calls]
+        print(json.dumps({"tables": tables, "record": record["rope_and_cache_write"],
+                          "graphs": decoder.info["compile"].get("graphs")}))
+    """)
+    assert out["record"]["layers"] == 2 and "rope_table" in out["record"], out
+    assert out["graphs"] == 1, out
+    tables = out["tables"]
+    assert len(tables) == 2 and all(len(t) == 2 for t in tables), out
+    assert tables[0] == tables[1] and tables[0][0] != tables[0][1], tables
+
+
 def test_compiled_qb_runs_beside_compiled_fused_with_the_same_tokens(workdir):
     # The bundled model (real weights, where attention decides the tokens), two sequences.
     proc = quantbench("run", "--runtime", "compiled-fused,compiled-qb,compiled-qb-fold",
