@@ -1,3 +1,4 @@
+import fcntl
 import json
 import os
 import subprocess
@@ -50,6 +51,31 @@ TINY = ["--model", "random:tiny", "--prompt-tokens", "16", "--new-tokens", "6",
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+def _stranger_load_lock(tmp_path_factory, mode):
+    # in the directory all xdist workers' temporary directories share
+    path = tmp_path_factory.getbasetemp().parent / "stranger-load.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def stranger_load_alone(tmp_path_factory):
+    """For a test that loads the CPUs as a stranger to the suite's contention group: it waits
+    for, and keeps out, every test that needs a cell reused (`reuse_expected`), whose cells its
+    load would flag contended and so never reuse (CI, 2026-12-06 21:50)."""
+    yield from _stranger_load_lock(tmp_path_factory, fcntl.LOCK_EX)
+
+
+@pytest.fixture
+def reuse_expected(tmp_path_factory):
+    """For a test that needs a cell reused: never while a stranger's load runs."""
+    yield from _stranger_load_lock(tmp_path_factory, fcntl.LOCK_SH)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -135,7 +135,8 @@ def export_md(workdir):
 OTHER_THREADS = "3"
 
 
-def test_reuse_needs_the_same_environment_and_the_baseline_is_measured_in_its_run(workdir):
+def test_reuse_needs_the_same_environment_and_the_baseline_is_measured_in_its_run(
+        workdir, reuse_expected):
     args = ["run", *TINY, "--schemes", "fp32,bf16", "--no-repeat-baseline"]
     assert quantbench(*args, cwd=workdir).returncode == 0
     again = quantbench(*args, cwd=workdir)

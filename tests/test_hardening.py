@@ -267,7 +267,7 @@ def test_a_second_run_on_a_busy_device_is_refused_waits_or_is_flagged_shared(wor
     assert not export_json(workdir, db="c.db")[0]["info"].get("shared")
 
 
-def test_a_cell_measured_under_load_is_flagged_and_never_reused(workdir):
+def test_a_cell_measured_under_load_is_flagged_and_never_reused(workdir, stranger_load_alone):
     # A stranger to the suite's contention group (conftest.py), as another user's job would be.
     stranger = {k: v for k, v in os.environ.items() if k != "QUANTBENCH_CONTENTION_GROUP"}
     # One burner per core: the suite's other worker (its group) also wants the cores, and on a

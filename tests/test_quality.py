@@ -155,7 +155,7 @@ def test_reports_show_quality_and_generations(measured):
 
 
 @pytest.mark.slow
-def test_cached_baseline_reused_and_rebuilt_when_missing(measured, tmp_path):
+def test_cached_baseline_reused_and_rebuilt_when_missing(measured, tmp_path, reuse_expected):
     root, by = measured
     cache_file = by["fp32"]["quality"]["baseline_cache"]
     assert cache_file.endswith(".npy")

@@ -46,7 +46,7 @@ def test_run_measures_stores_and_exports(workdir):
     assert db.execute("SELECT purpose FROM runs").fetchone()[0] == "e2e test"
 
 
-def test_second_run_reuses_and_force_measures_again_keeping_both(workdir):
+def test_second_run_reuses_and_force_measures_again_keeping_both(workdir, reuse_expected):
     args = ["run", *TINY, "--schemes", "fp32,torchao-int4wo"]
     assert quantbench(*args, cwd=workdir).returncode == 0
     again = quantbench(*args, cwd=workdir)
