@@ -168,9 +168,8 @@ def _fold(model, function: DecodeAttention) -> dict:
         rotaries = [m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
         if rotaries:
             attention.register()  # before any trace: a traced step finds the operator there
-        for rotary in rotaries:
-            rotary.forward = _rope_once(rotary.forward)
-        if rotaries:
+            for rotary in rotaries:
+                rotary.forward = _rope_once(rotary.forward)
             record["rope_table"] = ("the step's cos/sin computed once and kept as buffers "
                                     "(torch.ops.quantbench.rope_table) for every folded layer")
     if kept:
