@@ -90,6 +90,27 @@ def test_the_decode_loops_compile_for_hopper_without_layout_changes_and_with_16_
     assert loads.get("b16", 0) <= 4, loads  # a scale and an offset, not the activations
 
 
+@pytest.mark.parametrize("fmt,config,budget", [
+    ("int4", (1, 32, 128, 1, 4, 2), 6.0), ("int8", (1, 16, 256, 1, 4, 2), 5.0),
+    ("int8", (8, 8, 256, 2, 4, 2), 3.0)])
+def test_the_decode_loops_spend_few_machine_instructions_a_weight(fmt, config, budget):
+    """On an H200 the CUDA-core paths were bound by their arithmetic (int4 read ~1 TB/s): the
+    K loop as Hopper machine code (nvdisasm from Triton's wheel) spent 9.75 instructions a
+    row-weight product for int4 at one row and 6.66 for int8. Codes in the mantissa of 1.0,
+    words read whole, and constants taken out per group brought that to ~5.3 and ~4.4; the
+    budget keeps it there."""
+    pytest.importorskip("triton")
+    from quantbench.kernels import asm
+
+    block_m, block_n, block_k, _, warps, _ = config
+    sass = asm.lower(fmt, *config).loop_sass()
+    assert sass.get("FFMA", 0) > 0, sass  # the K loop was found
+    per_product = sum(sass.values()) / (block_m * block_n * block_k / (32 * warps))
+    assert per_product <= budget, (per_product, sass)
+    # no conversion instruction turns a code into a float, no subtraction undoes a constant
+    assert not {"I2F", "I2FP"} & set(sass), sass
+
+
 def test_quantbench_formats_round_within_half_a_step_and_pack_losslessly():
     from quantbench.kernels import formats
 

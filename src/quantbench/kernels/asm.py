@@ -15,14 +15,55 @@ from dataclasses import dataclass
 
 # Argument positions of wo_matmul_kernel that a real launch specializes as multiples of 16
 # (pointers from torch, N, K and the strides of contiguous tensors); M is left general.
-_DIVISIBLE = ("x_ptr", "w_ptr", "s_ptr", "b_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn",
-              "stride_sn", "stride_os", "stride_om")
+_DIVISIBLE = ("x_ptr", "w_ptr", "s_ptr", "b_ptr", "xs_ptr", "out_ptr", "N", "K", "stride_xm",
+              "stride_wn", "stride_sn", "stride_xsm", "stride_os", "stride_om")
 
 
 @dataclass
 class Lowered:
     ttgir: str
     ptx: str
+    cubin: bytes = b""
+
+    def loop_sass(self) -> dict[str, int]:
+        """Machine instructions (SASS, by opcode) in the longest loop: the K loop's cost per
+        tile, which decides the speed of a kernel that is bound by its arithmetic (the int4
+        decode path was: docs/results/2026-12-06-h200-speed-of-light.md)."""
+        import os
+        import subprocess
+        import tempfile
+
+        import triton
+
+        tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
+                            "nvdisasm")
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(self.cubin)
+            f.flush()
+            sass = subprocess.run([tool, "-c", f.name], capture_output=True, text=True,
+                                  check=True).stdout
+        labels, code = {}, []
+        for line in sass.splitlines():
+            label = re.match(r"\s*(\.L_x_\d+):", line)
+            if label:
+                labels[label.group(1)] = len(code)
+                continue
+            ins = re.search(r"/\*[0-9a-f]{4,}\*/\s+(.*?);", line)
+            if ins:
+                code.append(ins.group(1))
+        loops = []
+        for end, ins in enumerate(code):
+            target = re.search(r"BRA\s+(?:`\()?(\.L_x_\d+)", ins)
+            if target and labels.get(target.group(1), end + 1) <= end:
+                loops.append((labels[target.group(1)], end))
+        if not loops:
+            return {}
+        begin, end = max(loops, key=lambda span: span[1] - span[0])
+        found: dict[str, int] = {}
+        for ins in code[begin:end + 1]:
+            op = ins.split()[1 if ins.startswith("@") else 0].split(".")[0]
+            found[op] = found.get(op, 0) + 1
+        return found
 
     def loop_conversions(self) -> int:
         """Layout changes inside the K loop(s): each moves a tile through shared memory."""
@@ -58,10 +99,16 @@ def lower(fmt: str, block_m: int, block_n: int, block_k: int, split_k: int, num_
     from quantbench.kernels.gemv import FORMATS, wo_matmul_kernel
 
     weight = {"bf16": "*bf16", "int8": "*i8"}.get(fmt, "*u8")
-    sig = {"x_ptr": f"*{x_dtype}", "w_ptr": weight, "s_ptr": f"*{x_dtype}",
-           "b_ptr": f"*{x_dtype}", "out_ptr": f"*{x_dtype}" if split_k == 1 else "*fp32",
+    # int4 and int8 on CUDA cores read fp32 activations, int8 its weight as words (ops.launch)
+    on_cores = fmt in ("int4", "int8") and block_m < 16
+    x_in = "fp32" if on_cores else x_dtype
+    if on_cores:
+        weight = "*i32"
+    sig = {"x_ptr": f"*{x_in}", "w_ptr": weight, "s_ptr": f"*{x_dtype}",
+           "b_ptr": f"*{x_dtype}", "xs_ptr": "*fp32",
+           "out_ptr": f"*{x_dtype}" if split_k == 1 else "*fp32",
            "M": "i32", "N": "i32", "K": "i32", "stride_xm": "i32", "stride_wn": "i32",
-           "stride_sn": "i32", "stride_os": "i32", "stride_om": "i32"}
+           "stride_sn": "i32", "stride_xsm": "i32", "stride_os": "i32", "stride_om": "i32"}
     consts = {"FORMAT": FORMATS[fmt], "GROUP": group, "BLOCK_M": block_m, "BLOCK_N": block_n,
               "BLOCK_K": block_k, "SPLIT_K": split_k, "USE_DOT": block_m >= 16}
     return compile_for(wo_matmul_kernel, sig, consts, _DIVISIBLE, arch, num_warps, num_stages)
@@ -82,7 +129,7 @@ def compile_for(fn, sig: dict, consts: dict, divisible, arch: int = 90, num_warp
     source = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
                             options={"num_warps": num_warps, "num_stages": num_stages})
-    return Lowered(kernel.asm["ttgir"], kernel.asm["ptx"])
+    return Lowered(kernel.asm["ttgir"], kernel.asm["ptx"], kernel.asm["cubin"])
 
 
 def main() -> None:
@@ -95,6 +142,12 @@ def main() -> None:
     lowered = lower(args.fmt, *map(int, args.config.split(",")), group=args.group, arch=args.arch)
     print(f"layout changes in the K loop: {lowered.loop_conversions()}")
     print(f"global loads (PTX, by width): {lowered.global_loads()}")
+    sass = lowered.loop_sass()
+    bm, bn, bk, split_k, warps, _ = map(int, args.config.split(","))
+    per_thread = bm * bn * bk / (32 * warps)  # products of a K tile, a thread
+    print(f"K loop: {sum(sass.values())} machine instructions a tile "
+          f"({sum(sass.values()) / per_thread:.2f} a row-weight product): "
+          + ", ".join(f"{op} {n}" for op, n in sorted(sass.items(), key=lambda kv: -kv[1])[:10]))
 
 
 if __name__ == "__main__":
