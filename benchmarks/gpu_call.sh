@@ -7,6 +7,7 @@
 # databases go to $OUT.
 #   tests  pytest -m gpu on tests/test_gpu_kernels.py, -k "${TESTS}" (default: the attention tests;
 #          the compiled one measures six 1B cells: ${TESTS_LIMIT:-420} s)
+#   gemv   benchmarks/gemv.py on ${GEMV_MODELS:-8b}'s shapes, rows 1 and 8, ${GEMV_KERNELS}
 #   attn   benchmarks/decode_attention.py, 1B and 8B head layouts, batch 1 and 8
 #   1b 8b 8b8  quantbench run, 128 + 128 tokens, runtimes ${RT}, schemes ${SCHEMES_<step>} or
 #          else ${SCHEMES} (SCHEMES_8b8=bf16,qb-int4 ...)
@@ -25,6 +26,9 @@ for step in "$@"; do
       tests/test_gpu_kernels.py -k "${TESTS:-decode_attention or folded or compiled_qb}" \
       > $OUT/pytest.txt 2>&1
     tail -25 $OUT/pytest.txt ;;
+  gemv) timeout ${GEMV_LIMIT:-200} python benchmarks/gemv.py --out $OUT/gemv.json --models ${GEMV_MODELS:-8b} \
+      --rows 1,8 --kernels ${GEMV_KERNELS:-cublas-bf16,tinygemm-int4,qb-int4,qb-int8} > $OUT/gemv.txt 2>&1
+    tail -20 $OUT/gemv.txt ;;
   attn) timeout 150 python benchmarks/decode_attention.py --out $OUT/attention.json \
       --models 1b,8b --batch 1,8 --cache 264,4096,32768 > $OUT/attention.txt 2>&1
     tail -40 $OUT/attention.txt ;;
@@ -36,7 +40,7 @@ for step in "$@"; do
       --no-repeat-baseline --cell-timeout 200 --db /root/qb/run-$step.db --out /root/qb/r \
       --log "" > $OUT/run-$step.txt 2>&1
     tail -30 $OUT/run-$step.txt; cp /root/qb/run-$step.db $OUT/ ;;
-  *) echo "unknown step $step: tests, attn, 1b, 8b or 8b8" ;;
+  *) echo "unknown step $step: tests, gemv, attn, 1b, 8b or 8b8" ;;
   esac
 done
 echo "== end at ${SECONDS}s" | tee -a $OUT/log.txt
