@@ -7,6 +7,7 @@
 # databases go to $OUT.
 #   tests  pytest -m gpu on tests/test_gpu_kernels.py, -k "${TESTS}" (default: the attention tests;
 #          the compiled one measures six 1B cells: ${TESTS_LIMIT:-420} s)
+#   check  benchmarks/kernel_check.py: every launch config of the qb kernel against its reference
 #   gemv   benchmarks/gemv.py on ${GEMV_MODELS:-8b}'s shapes, rows 1 and 8, ${GEMV_KERNELS}
 #   attn   benchmarks/decode_attention.py, 1B and 8B head layouts, batch 1 and 8
 #   1b 8b 8b8  quantbench run, 128 + 128 tokens, runtimes ${RT}, schemes ${SCHEMES_<step>} or
@@ -26,6 +27,7 @@ for step in "$@"; do
       tests/test_gpu_kernels.py -k "${TESTS:-decode_attention or folded or compiled_qb}" \
       > $OUT/pytest.txt 2>&1
     tail -25 $OUT/pytest.txt ;;
+  check) timeout 90 python benchmarks/kernel_check.py > $OUT/check.txt 2>&1; tail -8 $OUT/check.txt ;;
   gemv) timeout ${GEMV_LIMIT:-200} python benchmarks/gemv.py --out $OUT/gemv.json --models ${GEMV_MODELS:-8b} \
       --rows 1,8 --kernels ${GEMV_KERNELS:-cublas-bf16,tinygemm-int4,qb-int4,qb-int8} > $OUT/gemv.txt 2>&1
     tail -20 $OUT/gemv.txt ;;
@@ -40,7 +42,7 @@ for step in "$@"; do
       --no-repeat-baseline --cell-timeout 200 --db /root/qb/run-$step.db --out /root/qb/r \
       --log "" > $OUT/run-$step.txt 2>&1
     tail -30 $OUT/run-$step.txt; cp /root/qb/run-$step.db $OUT/ ;;
-  *) echo "unknown step $step: tests, gemv, attn, 1b, 8b or 8b8" ;;
+  *) echo "unknown step $step: tests, check, gemv, attn, 1b, 8b or 8b8" ;;
   esac
 done
 echo "== end at ${SECONDS}s" | tee -a $OUT/log.txt
