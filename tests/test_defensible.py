@@ -106,12 +106,15 @@ def test_a_scheme_measured_twice_in_one_run_comes_out_equivalent(workdir):
     # noisier than that (the baseline moving more than the margin between its two measurements,
     # or the twin's interval wider than the margin) may only withhold the verdict. Seen in CI
     # on a slowed shared host, 2026-12-06: twin 0.81x [0.78, 1.06], baseline drift 11.5%; and
-    # [0.87, 1.01] with a drift of 5.7%.
+    # [0.87, 1.01] with a drift of 5.7%; and [0.78, 0.91] with a drift of 15.7% (CI
+    # 2026-12-06 23:50): an interval clear of 1, but by less than the baseline itself moved.
     assert speedup["verdict"] in ("equivalent", "inconclusive"), twin["vs_baseline"]
     if speedup["verdict"] == "inconclusive":
         low, high = speedup["ci95"]
-        assert low <= 1 <= high, twin["vs_baseline"]
-        assert twin["vs_baseline"]["noise_floor"] > 0.06 or high - low > 0.06, twin["vs_baseline"]
+        floor = twin["vs_baseline"]["noise_floor"]
+        # whatever separates the interval from 1 is no more than the run's own drift
+        assert max(low - 1, 1 - high, 0) <= floor, twin["vs_baseline"]
+        assert floor > 0.06 or high - low > 0.06, twin["vs_baseline"]
     assert repeat["vs_baseline"]["baseline_drift"]["ratio"] > 0
     drift = repeat["vs_baseline"]["baseline_drift"]
     assert twin["vs_baseline"]["noise_floor"] == pytest.approx(
