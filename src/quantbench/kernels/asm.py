@@ -99,7 +99,7 @@ def lower(fmt: str, block_m: int, block_n: int, block_k: int, split_k: int, num_
     from quantbench.kernels.gemv import FORMATS, wo_matmul_kernel
 
     weight = {"bf16": "*bf16", "int8": "*i8"}.get(fmt, "*u8")
-    # int4 and int8 on CUDA cores read fp32 activations, int8 its weight as words (ops.launch)
+    # int4 and int8 on CUDA cores read fp32 activations and their weight as words (ops.prepare)
     on_cores = fmt in ("int4", "int8") and block_m < 16
     x_in = "fp32" if on_cores else x_dtype
     if on_cores:

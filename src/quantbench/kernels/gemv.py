@@ -10,7 +10,7 @@ One kernel for four weight formats, chosen at compile time (FORMAT):
         (high). A K tile lies in one group, so a row's scale and offset are one value a tile.
 
 Two paths: up to 8 rows on CUDA cores (_gemv for bf16/fp8; _int8_gemv and _int4_gemv, which
-read the weight as 32-bit words against fp32 activations laid out in planes by ops.launch, and
+read the weight as 32-bit words against fp32 activations laid out in planes by ops.prepare, and
 take each code's constant and scale out once per row or group, not per weight), 16 rows and more
 on tensor cores (_dot_tiles). `python -m quantbench.kernels.asm` shows how a launch config
 lowers for a GPU, on any machine, down to the K loop's machine instructions.
@@ -73,7 +73,7 @@ def _int8_gemv(x_ptr, w_ptr, offs_m, offs_n, mask_m, mask_n, K, k_begin, k_end, 
                stride_xm, stride_wn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_K: tl.constexpr):
     """int8 on CUDA cores, a 32-bit word (four weights) at a time: the activations arrive as
-    four planes, plane b holding inputs 4i + b (ops.launch, zero past K), so byte b of word i
+    four planes, plane b holding inputs 4i + b (ops.prepare, zero past K), so byte b of word i
     meets element i of plane b and one shift of the word puts the byte in place. Sums
     x * (1 + (q + 128)/256): the caller takes out the constant and scales."""
     W: tl.constexpr = BLOCK_K // 4
@@ -97,21 +97,18 @@ def _int8_gemv(x_ptr, w_ptr, offs_m, offs_n, mask_m, mask_n, K, k_begin, k_end, 
     return tl.sum(acc, 2)
 
 
-# int4 on CUDA cores: a nibble q placed in the top mantissa bits of 1.0 is the float
-# f = 1 + q/16 (a shift and one three-input logic op, no conversion, no subtraction), so
-# w = q*s + b = (16 s) f + (b - 16 s): over a group, sum x w = 16 s * sum(x f) + (b - 16 s) *
-# sum(x). The weights cost a fused multiply-add each, the scale and offset one each per group
-# and output, and sum(x) per group and row comes with the activations (ops.launch).
-
-
 @triton.jit
 def _int4_gemv(x_ptr, w_ptr, s_ptr, b_ptr, xs_ptr, offs_m, offs_n, mask_m, mask_n, k_begin,
                k_end, stride_xm, stride_wn, stride_sn, stride_xsm, GROUP: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """A tile lies inside one group (BLOCK_K divides GROUP: the tuner gives more rows instead
-    of wider tiles), so a tile is reduced once, then scaled and offset as a whole; every
-    operand is addressed in the [rows, outputs, bytes] shape the products take (as in _gemv),
-    and the per-tile values in its [rows, outputs, 1], so nothing changes layout in the loop."""
+    """int4 on CUDA cores. A nibble q in the top mantissa bits of 1.0 is f = 1 + q/16, so
+    w = q*s + b = (16 s) f + (b - 16 s), and over a group sum x w = 16 s * sum(x f) +
+    (b - 16 s) * sum(x): a weight costs a shift, a logic op and a multiply-add; the scale and
+    offset are applied once a tile, and sum(x) per group comes with the activations
+    (ops.prepare). A tile lies inside one group (BLOCK_K divides GROUP: the tuner gives more
+    rows instead of wider tiles). Every operand is addressed in the [rows, outputs, words]
+    shape the products take (as in _gemv), the per-tile values in [rows, outputs, 1], so
+    nothing changes layout in the loop at one or two rows."""
     W: tl.constexpr = BLOCK_K // 8  # 32-bit words of a row in the tile: 8 nibbles each
     PLANE: tl.constexpr = GROUP // 8
     # No masks: rows and outputs past the ends read row/output 0 (their results are not
@@ -126,7 +123,7 @@ def _int4_gemv(x_ptr, w_ptr, s_ptr, b_ptr, xs_ptr, offs_m, offs_n, mask_m, mask_
         word = tl.multiple_of(k0 // 8, W)  # the tile's first word of the row
         u = tl.load(w_ptr + n3 * stride_wn + m3 * 0 + word + i3)
         # Nibble h of byte b of a word is input b + 4i (+ GROUP/2 for h = 1) of its group:
-        # element i of plane 4h + b (ops.launch), and one shift puts it in bits 19-22.
+        # element i of plane 4h + b (ops.prepare), and one shift puts it in bits 19-22.
         xp = x_ptr + m3 * stride_xm + n3 * 0 + group * GROUP + (word - group * PLANE) + i3
         t = tl.load(xp) * (((u << 19) & _NIBBLE_BITS) | _ONE).to(tl.float32, bitcast=True)
         t += tl.load(xp + PLANE) * (((u << 11) & _NIBBLE_BITS) | _ONE).to(tl.float32,
@@ -238,7 +235,7 @@ def wo_matmul_kernel(x_ptr, w_ptr, s_ptr, b_ptr, xs_ptr, out_ptr,
                     stride_wn, FORMAT, BLOCK_M, BLOCK_N, BLOCK_K)
     if FORMAT == 1 and not USE_DOT:
         # _gemv summed x * (1 + u/256), u = q + 128, so x * q = 256 * that - 384 * x: the
-        # activations' sum over this program's share of K comes with them (ops.launch)
+        # activations' sum over this program's share of K comes with them (ops.prepare)
         xs = tl.load(xs_ptr + offs_m * stride_xsm + pid_k, mask=mask_m, other=0.0)
         acc = acc * 256.0 - 384.0 * xs[:, None]
     if FORMAT == 1 or FORMAT == 2:
