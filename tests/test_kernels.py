@@ -105,7 +105,7 @@ def test_the_decode_loops_spend_few_machine_instructions_a_weight(fmt, config, b
     block_m, block_n, block_k, _, warps, _ = config
     sass = asm.lower(fmt, *config).loop_sass()
     assert sass.get("FFMA", 0) > 0, sass  # the K loop was found
-    per_product = sum(sass.values()) / (block_m * block_n * block_k / (32 * warps))
+    per_product = asm.per_product(sass, block_m, block_n, block_k, warps)
     assert per_product <= budget, (per_product, sass)
     # no conversion instruction turns a code into a float, no subtraction undoes a constant
     assert not {"I2F", "I2FP"} & set(sass), sass

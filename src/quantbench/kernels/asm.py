@@ -94,6 +94,13 @@ class Lowered:
         return found
 
 
+def per_product(sass: dict[str, int], block_m: int, block_n: int, block_k: int,
+                num_warps: int) -> float:
+    """A K loop's instructions (`Lowered.loop_sass`) per row-weight product: a tile's products
+    are spread over 32 x num_warps threads."""
+    return sum(sass.values()) / (block_m * block_n * block_k / (32 * num_warps))
+
+
 def lower(fmt: str, block_m: int, block_n: int, block_k: int, split_k: int, num_warps: int,
           num_stages: int, group: int = 128, arch: int = 90, x_dtype: str = "bf16") -> Lowered:
     from quantbench.kernels.gemv import FORMATS, wo_matmul_kernel
@@ -143,10 +150,9 @@ def main() -> None:
     print(f"layout changes in the K loop: {lowered.loop_conversions()}")
     print(f"global loads (PTX, by width): {lowered.global_loads()}")
     sass = lowered.loop_sass()
-    bm, bn, bk, split_k, warps, _ = map(int, args.config.split(","))
-    per_thread = bm * bn * bk / (32 * warps)  # products of a K tile, a thread
+    bm, bn, bk, _, warps, _ = map(int, args.config.split(","))
     print(f"K loop: {sum(sass.values())} machine instructions a tile "
-          f"({sum(sass.values()) / per_thread:.2f} a row-weight product): "
+          f"({per_product(sass, bm, bn, bk, warps):.2f} a row-weight product): "
           + ", ".join(f"{op} {n}" for op, n in sorted(sass.items(), key=lambda kv: -kv[1])[:10]))
 
 

@@ -226,6 +226,10 @@ def wo_matmul_kernel(x_ptr, w_ptr, s_ptr, b_ptr, xs_ptr, out_ptr,
         plane = k_span * SPLIT_K // 4
         acc = _int8_gemv(x_ptr, w_ptr, offs_m, offs_n, mask_m, mask_n, K, k_begin, k_end, plane,
                          stride_xm, stride_wn, BLOCK_M, BLOCK_N, BLOCK_K)
+        # That summed x * (1 + u/256), u = q + 128, so x * q = 256 * it - 384 * x: the
+        # activations' sum over this program's share of K comes with them (ops.prepare)
+        xs = tl.load(xs_ptr + offs_m * stride_xsm + pid_k, mask=mask_m, other=0.0)
+        acc = acc * 256.0 - 384.0 * xs[:, None]
     elif FORMAT == 3:
         acc = _int4_gemv(x_ptr, w_ptr, s_ptr, b_ptr, xs_ptr, offs_m, offs_n, mask_m, mask_n,
                          k_begin, k_end, stride_xm, stride_wn, stride_sn, stride_xsm, GROUP,
@@ -233,11 +237,6 @@ def wo_matmul_kernel(x_ptr, w_ptr, s_ptr, b_ptr, xs_ptr, out_ptr,
     else:
         acc = _gemv(x_ptr, w_ptr, offs_m, offs_n, mask_m, mask_n, K, k_begin, k_end, stride_xm,
                     stride_wn, FORMAT, BLOCK_M, BLOCK_N, BLOCK_K)
-    if FORMAT == 1 and not USE_DOT:
-        # _gemv summed x * (1 + u/256), u = q + 128, so x * q = 256 * that - 384 * x: the
-        # activations' sum over this program's share of K comes with them (ops.prepare)
-        xs = tl.load(xs_ptr + offs_m * stride_xsm + pid_k, mask=mask_m, other=0.0)
-        acc = acc * 256.0 - 384.0 * xs[:, None]
     if FORMAT == 1 or FORMAT == 2:
         s = tl.load(s_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         acc = acc * s[None, :]

@@ -91,10 +91,16 @@ def _op():
 def launch(x2d, weight, scale, offset, fmt: str, group: int, config: tuple):
     """x2d [M, K] (contiguous) times a packed weight; `config` is a tuning.Config as a tuple
     (plain ints: what a traced graph holds as constants)."""
-    empty = torch.empty(0, device=x2d.device)  # for formats without scale or offset
+    scale, offset = _present(scale, offset, x2d.device)
     # Registered (by `register`) before any graph is traced: a traced call sees only the op.
-    return torch.ops.quantbench.wo_matmul(x2d, weight, scale if scale is not None else empty,
-                 offset if offset is not None else empty, fmt, group, weight.shape[0], *config)
+    return torch.ops.quantbench.wo_matmul(x2d, weight, scale, offset, fmt, group,
+                                          weight.shape[0], *config)
+
+
+def _present(scale, offset, device):
+    """Scale and offset as tensors: empty ones for formats without them."""
+    empty = torch.empty(0, device=device)
+    return (scale if scale is not None else empty, offset if offset is not None else empty)
 
 
 def register() -> None:
@@ -116,9 +122,7 @@ def kernel_alone(x2d, packed: PackedWeight, config):
 
     m, k = x2d.shape
     n = packed.data.shape[0]
-    empty = torch.empty(0, device=x2d.device)
-    scale = packed.scale if packed.scale is not None else empty
-    offset = packed.offset if packed.offset is not None else empty
+    scale, offset = _present(packed.scale, packed.offset, x2d.device)
     x_in, w_in, sums = prepare(x2d, packed.data, packed.fmt, packed.group, config.block_m,
                                config.block_k, config.split_k)
     args = (x_in, w_in, scale, offset, sums, m, n, k, x2d.dtype, packed.fmt,
